@@ -1,0 +1,178 @@
+"""`appliance ...` subcommands.
+
+Bad input (ApplianceError) becomes one line on stderr and exit status 1, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from appliance import __version__, paths
+from appliance import config as config_mod
+from appliance.errors import ApplianceError
+
+log = logging.getLogger("appliance")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from appliance.pipeline import Pipeline  # heavy imports only for the commands that need them
+
+    cfg = config_mod.load(args.config)
+    from appliance import log as log_setup
+    log_setup.setup(cfg.log.level)
+    data = paths.data_dir(args.data_dir)
+    log.info("appliance %s: data directory %s, config %s", __version__, data, args.config or "built-in demo")
+    pipeline = Pipeline(cfg, data, fast=args.fast, max_frames=args.max_frames)
+
+    def on_signal(signum, _frame):
+        log.info("received %s: stopping after flushing what is in flight", signal.Signals(signum).name)
+        pipeline.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    pipeline.run()
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from appliance.assets import fetch
+
+    dest = paths.assets_dir(paths.data_dir(args.data_dir))
+    groups = ("default", "test") if args.test_assets else ("default",)
+    for p in fetch(dest, groups):
+        print(p)
+    return 0
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.file)
+    sys.stdout.write(f"# {args.file}: valid; effective config:\n")
+    sys.stdout.write(config_mod.dump(cfg))
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from appliance.detect import load_detector, run_images
+
+    cfg = config_mod.load(args.config)
+    d = cfg.detect
+    detector = load_detector(
+        args.model or d.model, paths.assets_dir(paths.data_dir(args.data_dir)), backend=d.backend,
+        threshold=d.threshold if args.threshold is None else args.threshold,
+        classes=None if args.all_classes else (d.classes or None), threads=d.threads)
+    return run_images(args.images, detector, sys.stdout, sys.stderr)
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from appliance.track import mot
+
+    return mot.main(args.mot, sys.stdout, max_age=args.max_age, min_hits=args.min_hits,
+                    iou_threshold=args.iou_threshold)
+
+
+def _parse_since(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApplianceError(f"--since: expected unix seconds or an ISO 8601 time, got {text!r}") from None
+    return (dt if dt.tzinfo else dt.astimezone()).timestamp()
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    from appliance.store.db import open_db, query_events
+
+    since = _parse_since(args.since) if args.since is not None else None
+    db_file = paths.db_path(paths.data_dir(args.data_dir))
+    if not db_file.exists():
+        raise ApplianceError(f"no event database at {db_file} (has 'appliance run' used this data dir?)")
+    events = query_events(open_db(db_file), since=since, limit=args.limit)
+    for e in events:
+        if args.json:
+            print(json.dumps(e, separators=(",", ":")))
+        else:
+            when = datetime.fromtimestamp(e["ts"], timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+            box = ",".join(f"{v:.0f}" for v in e["box"])
+            print(f"{e['id']:<24} {when}  {e['camera']:<10} {e['type']:<6} track={e['track_id']:<5} "
+                  f"{e['label']:<10} {e['score']:.2f}  [{box}]")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="database and caches (default: $APPLIANCE_DATA_DIR or ./data)")
+    p = argparse.ArgumentParser(prog="appliance", description="Edge video-analytics appliance")
+    p.add_argument("--version", action="version", version=f"appliance {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="run the pipeline")
+    run.add_argument("--config", help="YAML config (default: the built-in demo)")
+    run.add_argument("--max-frames", type=_positive_int, help="stop each camera after N frames")
+    run.add_argument("--fast", action="store_true", help="play files as fast as possible, every frame")
+    run.set_defaults(func=_cmd_run)
+
+    fetch = sub.add_parser("fetch", parents=[common], help="fetch and verify models and media")
+    fetch.add_argument("--test-assets", action="store_true", help="also fetch the test-only models")
+    fetch.set_defaults(func=_cmd_fetch)
+
+    cfg = sub.add_parser("config", help="config tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate a config file and print the effective config")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_config_check)
+
+    det = sub.add_parser("detect", parents=[common], help="detect objects in images (JSON lines)")
+    det.add_argument("images", nargs="+")
+    det.add_argument("--model", help="model name or model.yaml path (default: from config)")
+    det.add_argument("--config", help="YAML config for detector settings")
+    det.add_argument("--threshold", type=float, help="minimum score (default: from config)")
+    det.add_argument("--all-classes", action="store_true", help="ignore the config's class allow-list")
+    det.set_defaults(func=_cmd_detect)
+
+    trk = sub.add_parser("track", help="run SORT on MOTChallenge detections, print MOT tracks")
+    trk.add_argument("--mot", required=True, metavar="DET_TXT", help="MOTChallenge det.txt")
+    trk.add_argument("--max-age", type=_positive_int, default=1)
+    trk.add_argument("--min-hits", type=_positive_int, default=3)
+    trk.add_argument("--iou-threshold", type=float, default=0.3)
+    trk.set_defaults(func=_cmd_track)
+
+    ev = sub.add_parser("events", parents=[common], help="list stored events")
+    ev.add_argument("--since", help="unix seconds or ISO 8601 time; oldest first from then")
+    ev.add_argument("--limit", type=_positive_int, default=50)
+    ev.add_argument("--json", action="store_true", help="one JSON object per line")
+    ev.set_defaults(func=_cmd_events)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        from appliance import log as log_setup
+        log_setup.setup("WARNING")
+    try:
+        return args.func(args)
+    except ApplianceError as e:
+        print(f"appliance: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
