@@ -97,3 +97,23 @@ def test_config_check_bad_value_is_one_line_without_traceback(tmp_path):
     assert r.stderr.strip().count("\n") == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert "detect.threshold: expected a number, got str '0.5'" in r.stderr
+
+
+def _keys(cls, prefix=""):
+    import dataclasses
+    import typing
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        inner = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+        name = f"{prefix}{f.name}{'[]' if typing.get_origin(tp) is list and dataclasses.is_dataclass(inner) else ''}"
+        if dataclasses.is_dataclass(inner):
+            yield from _keys(inner, name + ".")
+        else:
+            yield name
+
+
+def test_every_key_is_documented():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    missing = [k for k in _keys(config.Config) if f"`{k}`" not in doc]
+    assert missing == []
