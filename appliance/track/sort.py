@@ -99,10 +99,6 @@ _R = np.diag([10.0, 10.0, 10.0, 10.0])
 _P0 = np.diag([10.0, 10.0, 10.0, 10.0, 1e4, 1e4, 1e4])
 # Walkers and cars change velocity slowly; the area's rate changes slower still.
 _Q = np.diag([1.0, 1.0, 1.0, 1.0, 1e-3, 1e-3, 1e-5])
-# R, Q and P0 are diagonal and F only pairs each of cx, cy, s with its own
-# rate, so P never couples the four measured components and H P H' + R stays
-# diagonal: _Target.update relies on that to skip the matrix inverse.
-_R_DIAG = np.diag(_R).copy()
 
 
 def _template_filter() -> KalmanFilter:
@@ -155,14 +151,7 @@ class _Target:
 
     def update(self, z: np.ndarray, score: float, class_id: int) -> None:
         """Correct the filter with measurement ``z`` (4, 1) and count the hit."""
-        # filterpy's general update (inverse, Joseph form, copies of z, x and P)
-        # is the tracker's hot spot; with H = [I 0] and S diagonal (see _R_DIAG)
-        # the same correction is a division and two small products.
-        kf = self.kf
-        P = kf.P
-        gain = P[:, :4] / (P.diagonal()[:4] + _R_DIAG)  # K = P H' S^-1, (7, 4)
-        kf.x = kf.x + gain @ (z - kf.x[:4])
-        kf.P = P - gain @ P[:4]  # (I - K H) P
+        self.kf.update(z)
         self.score = score
         n = self.votes.get(class_id, 0) + 1
         self.votes[class_id] = n

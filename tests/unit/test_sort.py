@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from filterpy.kalman import KalmanFilter
 
 from appliance.track import sort as sort_mod
 from appliance.track.sort import Sort, Track, iou_matrix
@@ -226,22 +225,3 @@ def test_iou_matrix():
     assert iou.shape == (3, 2)
     assert iou[0, 0] == 1.0 and iou[0, 1] == pytest.approx(25 / 175)
     assert (iou[2] == 0).all()  # no area: 0, not nan
-
-
-def test_lean_update_matches_filterpy():
-    """_Target.update's shortcut must equal filterpy's general update."""
-    target = sort_mod._Target(1, np.array([100.0, 50.0, 3200.0, 0.5]), 1.0, 0)
-    reference = KalmanFilter(dim_x=7, dim_z=4)
-    reference.F, reference.H = sort_mod._F, sort_mod._H
-    reference.R, reference.Q = sort_mod._R, sort_mod._Q
-    reference.x, reference.P = target.kf.x.copy(), target.kf.P.copy()
-    rng = np.random.default_rng(0)
-    for f in range(20):
-        z = np.array([[100.0 + 3 * f], [50.0 - f], [3200.0 + 40 * f], [0.5]])
-        z += rng.normal(0.0, 1.0, (4, 1))
-        target.predict()
-        reference.predict()
-        target.update(z, 1.0, 0)
-        reference.update(z)
-        np.testing.assert_allclose(target.kf.x, reference.x, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(target.kf.P, reference.P, rtol=1e-7, atol=1e-7)
