@@ -10,10 +10,10 @@ import logging
 import signal
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 from appliance import __version__, paths
 from appliance import config as config_mod
+from appliance import log as log_setup
 from appliance.errors import ApplianceError
 
 log = logging.getLogger("appliance")
@@ -23,7 +23,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.pipeline import Pipeline  # heavy imports only for the commands that need them
 
     cfg = config_mod.load(args.config)
-    from appliance import log as log_setup
     log_setup.setup(cfg.log.level)
     data = paths.data_dir(args.data_dir)
     log.info("appliance %s: data directory %s, config %s", __version__, data, args.config or "built-in demo")
@@ -165,7 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "run":
-        from appliance import log as log_setup
         log_setup.setup("WARNING")
     try:
         return args.func(args)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.track import sort as sort_mod
 from appliance.track.sort import Sort, Track, iou_matrix
 
 
