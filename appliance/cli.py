@@ -9,6 +9,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from datetime import datetime, timezone
 
 from appliance import __version__, paths
@@ -27,6 +28,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     data = paths.data_dir(args.data_dir)
     log.info("appliance %s: data directory %s, config %s", __version__, data, args.config or "built-in demo")
     pipeline = Pipeline(cfg, data, fast=args.fast, max_frames=args.max_frames)
+    # Services beside the pipeline (uplink, web) are appended to pipeline.services here.
 
     def on_signal(signum, _frame):
         log.info("received %s: stopping after flushing what is in flight", signal.Signals(signum).name)
@@ -105,6 +107,32 @@ def _cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    path = paths.status_path(paths.data_dir(args.data_dir))
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ApplianceError(f"no status at {path} (is 'appliance run' using this data dir?)") from None
+    except (OSError, ValueError) as e:
+        raise ApplianceError(f"cannot read status {path}: {e}") from None
+    age = time.time() - status.get("written_at", 0)
+    if args.json:
+        print(json.dumps({**status, "age_s": round(age, 1)}))
+        return 0
+    state = "running" if status.get("running") and age < 60 else "stopped or stale"
+    print(f"appliance {status['version']}: {state}, status written {age:.0f} s ago, "
+          f"uptime {status['uptime_s']:.0f} s, events stored {status['events_stored']}")
+    m = status["model"]
+    print(f"model {m['name']} {m['version']} on {m['backend']}/{m['device']}")
+    for cam, c in status["cameras"].items():
+        print(f"camera {cam}: fps {c['fps']}, inference p50 {c['inference_ms_p50']} ms "
+              f"p95 {c['inference_ms_p95']} ms, frames {c['frames']}, dropped {c['dropped']}, "
+              f"corrupt {c['corrupt']}, live tracks {c['live_tracks']}")
+    for name, svc in status.get("services", {}).items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in svc.items()))
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -152,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument("--min-hits", type=_positive_int, default=3)
     trk.add_argument("--iou-threshold", type=float, default=0.3)
     trk.set_defaults(func=_cmd_track)
+
+    st = sub.add_parser("status", parents=[common], help="what the running appliance last reported")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_cmd_status)
 
     ev = sub.add_parser("events", parents=[common], help="list stored events")
     ev.add_argument("--since", help="unix seconds or ISO 8601 time; oldest first from then")

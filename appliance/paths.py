@@ -25,3 +25,7 @@ def assets_dir(data: Path) -> Path:
 
 def db_path(data: Path) -> Path:
     return data / "appliance.db"
+
+
+def status_path(data: Path) -> Path:
+    return data / "status.json"

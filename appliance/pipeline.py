@@ -12,6 +12,7 @@ finishing what it holds, live tracks get their end events, and the writer flushe
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import queue
 import threading
@@ -19,10 +20,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from appliance import paths
+from appliance import __version__, metrics, paths
 from appliance.capture.frame import Frame
 from appliance.capture.hub import EndOfStream, FrameHub
 from appliance.capture.source import VideoSource
@@ -30,6 +32,7 @@ from appliance.config import Config
 from appliance.detect import load_detector
 from appliance.detect.types import Detections
 from appliance.events.lifecycle import Lifecycle
+from appliance.live import LiveView
 from appliance.store.db import max_track_id, next_event_seq, open_db
 from appliance.store.writer import EventWriter
 from appliance.track.sort import Sort
@@ -37,6 +40,20 @@ from appliance.track.sort import Sort
 log = logging.getLogger(__name__)
 
 _DONE = object()
+
+
+class Service(Protocol):
+    """Something that runs beside the pipeline (uplink, web server): started after the
+    pipeline's threads, stopped after the pipeline has drained and flushed. Its status()
+    appears in the pipeline's status under its name."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -54,8 +71,12 @@ class CameraStats:
             return 0.0
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
-    def infer_ms(self) -> float:
-        return 1000.0 * float(np.mean(self.infer_s)) if self.infer_s else 0.0
+    def infer_ms(self, q: float | None = None) -> float:
+        """Mean inference time over recent frames, or its q-th percentile."""
+        if not self.infer_s:
+            return 0.0
+        data = np.fromiter(self.infer_s, float)
+        return 1000.0 * float(np.mean(data) if q is None else np.percentile(data, q))
 
 
 class Pipeline:
@@ -97,21 +118,34 @@ class Pipeline:
             self._trackers[src.camera_id] = (tracker, lifecycle)
         self._tracked: queue.Queue = queue.Queue(maxsize=8)
         self._threads: list[threading.Thread] = []
+        self.live = LiveView(self.detector.labels)
+        self.services: list[Service] = []
+        metrics.BUILD.info({"version": __version__, "model": self.detector.name,
+                            "model_version": self.detector.version,
+                            "backend": f"{self.detector.backend.name}/{self.detector.backend.device}"})
 
     # -- stages ----------------------------------------------------------------------
 
     def _capture(self, src: VideoSource) -> None:
+        decode_s = metrics.DECODE_SECONDS.labels(src.camera_id)
         try:
             for frame in src.frames(self.stop_event, self.max_frames):
+                decode_s.observe(src.last_read_s)
                 if not self.hub.put(frame):
                     break
-                self.stats[src.camera_id].corrupt = src.corrupt
+                self._count_corrupt(src.camera_id, src.corrupt)
         except Exception:
             log.exception("camera %s: capture failed", src.camera_id)
         finally:
-            self.stats[src.camera_id].corrupt = src.corrupt
+            self._count_corrupt(src.camera_id, src.corrupt)
             src.close()
             self.hub.put(EndOfStream(src.camera_id))
+
+    def _count_corrupt(self, camera: str, total: int) -> None:
+        st = self.stats[camera]
+        if total > st.corrupt:
+            metrics.FRAMES_CORRUPT.labels(camera).inc(total - st.corrupt)
+            st.corrupt = total
 
     def _detect(self) -> None:
         remaining = {s.camera_id for s in self.sources}
@@ -128,9 +162,11 @@ class Pipeline:
                 dets = self.detector.detect([item.image])[0]
             except Exception as e:  # one bad frame must not stop the appliance
                 log.warning("camera %s: frame %d skipped, detector failed: %s", item.camera_id, item.seq, e)
-                self.stats[item.camera_id].corrupt += 1
+                self._count_corrupt(item.camera_id, self.stats[item.camera_id].corrupt + 1)
                 continue
-            self.stats[item.camera_id].infer_s.append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            self.stats[item.camera_id].infer_s.append(elapsed)
+            metrics.INFERENCE_SECONDS.labels(item.camera_id).observe(elapsed)
             self._tracked.put((item, dets))
         self._tracked.put((_DONE, None))
 
@@ -145,21 +181,36 @@ class Pipeline:
                 self.writer.put(lifecycle.finish(tracker.flush()))
                 st.live_tracks = 0
                 continue
+            t0 = time.perf_counter()
             try:
-                self.writer.put(self._step(item, dets, tracker, lifecycle))
+                events = self._step(item, dets, tracker, lifecycle)
             except Exception:  # a tracker fault on one frame must not stop the appliance
                 log.exception("camera %s: frame %d: tracking failed; skipped", item.camera_id, item.seq)
                 continue
-            st.frames += 1
-            st.live_tracks = lifecycle.live
-            st.dropped = self.hub.dropped[item.camera_id]
-            self.heartbeat = time.monotonic()
-            st.done_t.append(self.heartbeat)
+            self.writer.put(events)
+            self._account(item.camera_id, st, lifecycle, events, time.perf_counter() - t0)
 
-    @staticmethod
-    def _step(frame: Frame, dets: Detections, tracker: Sort, lifecycle: Lifecycle) -> list:
+    def _step(self, frame: Frame, dets: Detections, tracker: Sort, lifecycle: Lifecycle) -> list:
         out = tracker.update(dets.xyxy, dets.score, dets.class_id)
+        self.live.update(frame, out.tracks, lifecycle.track_id_base)
         return lifecycle.on_frame(frame, out)
+
+    def _account(self, cam: str, st: CameraStats, lifecycle: Lifecycle, events: list,
+                 tracking_s: float) -> None:
+        st.frames += 1
+        st.live_tracks = lifecycle.live
+        dropped = self.hub.dropped[cam]
+        if dropped > st.dropped:
+            metrics.FRAMES_DROPPED.labels(cam).inc(dropped - st.dropped)
+            st.dropped = dropped
+        self.heartbeat = time.monotonic()
+        st.done_t.append(self.heartbeat)
+        for e in events:
+            metrics.EVENTS.labels(e.type).inc()
+        metrics.FRAMES.labels(cam).inc()
+        metrics.TRACKING_SECONDS.labels(cam).observe(tracking_s)
+        metrics.LIVE_TRACKS.labels(cam).set(st.live_tracks)
+        metrics.HEARTBEAT.set(time.time())
 
     # -- control ---------------------------------------------------------------------
 
@@ -177,6 +228,47 @@ class Pipeline:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the dashboard, the uplink's stats and `appliance status`."""
+        now = time.monotonic()
+        cams = {}
+        for cam, st in self.stats.items():
+            cams[cam] = {
+                "fps": round(st.fps(now), 2), "inference_ms_p50": round(st.infer_ms(50), 2),
+                "inference_ms_p95": round(st.infer_ms(95), 2), "frames": st.frames,
+                "dropped": st.dropped, "corrupt": st.corrupt, "live_tracks": st.live_tracks,
+                "queue_depth": {"capture": self.hub.depth(cam)},
+            }
+        be = self.detector.backend
+        return {
+            "version": __version__, "uptime_s": round(now - self.started_monotonic, 1),
+            "heartbeat_age_s": round(now - self.heartbeat, 2), "running": self.running,
+            "model": {"name": self.detector.name, "version": self.detector.version,
+                      "backend": be.name, "device": be.device},
+            "queue_depth": {"detect_to_track": self._tracked.qsize(), "store": self.writer.pending},
+            "events_stored": self.writer.stored, "cameras": cams,
+            "services": {svc.name: svc.status() for svc in self.services},
+            "written_at": time.time(),
+        }
+
+    def write_status(self) -> None:
+        """status.json in the data directory, for `appliance status` (atomic replace)."""
+        path = paths.status_path(self.data_dir)
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e)
+
+    def update_gauges(self) -> None:
+        now = time.monotonic()
+        for cam, st in self.stats.items():
+            metrics.FPS.labels(cam).set(st.fps(now))
+            metrics.QUEUE_DEPTH.labels(f"capture:{cam}").set(self.hub.depth(cam))
+        metrics.QUEUE_DEPTH.labels("detect_to_track").set(self._tracked.qsize())
+        metrics.QUEUE_DEPTH.labels("store").set(self.writer.pending)
 
     @property
     def running(self) -> bool:
@@ -198,14 +290,26 @@ class Pipeline:
         return " | ".join(parts) + f" | events_stored={self.writer.stored}"
 
     def run(self, stats_interval_s: float | None = None) -> None:
-        """Start, report every stats interval, and return once everything is flushed."""
+        """Start, report every stats interval, and return once everything is flushed.
+
+        Services in self.services start after the pipeline and stop after it has flushed.
+        """
         interval = stats_interval_s or self.cfg.log.stats_interval_s
         self.start()
-        next_report = time.monotonic() + interval
-        while self.running:
-            time.sleep(0.1)
-            if time.monotonic() >= next_report:
-                log.info("%s", self.status_line())
-                next_report += interval
-        self.join()
-        log.info("finished: %s", self.status_line())
+        for svc in self.services:
+            svc.start()
+        try:
+            next_report = time.monotonic() + interval
+            while self.running:
+                time.sleep(0.1)
+                self.update_gauges()
+                if time.monotonic() >= next_report:
+                    log.info("%s", self.status_line())
+                    self.write_status()
+                    next_report += interval
+            self.join()
+            log.info("finished: %s", self.status_line())
+            self.write_status()
+        finally:
+            for svc in reversed(self.services):
+                svc.stop()

@@ -80,6 +80,7 @@ class VideoSource:
         self.loop = loop and self.spec.kind == "file"
         self.corrupt = 0
         self.fps = 0.0
+        self.last_read_s = 0.0  # time the last read (decode) took
         self._cap: cv2.VideoCapture | None = None
 
     @property
@@ -123,7 +124,9 @@ class VideoSource:
                 ok, img = True, pending
                 pending = None
             else:
+                t0 = time.perf_counter()
                 ok, img = cap.read()
+                self.last_read_s = time.perf_counter() - t0
             if not ok or not _valid_image(img):
                 failures += 1
                 if failures < MAX_CONSECUTIVE_FAILURES:

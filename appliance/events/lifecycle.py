@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from appliance.capture.frame import Frame
+from appliance.detect.detector import label_name
 from appliance.track.sort import Track, TrackerOutput
 
 SCHEMA_VERSION = 1
@@ -65,8 +66,7 @@ class Lifecycle:
 
     def _event(self, kind: str, t: Track, k: _Known, ts: float, frame_seq: int) -> Event:
         seq = self.next_seq()
-        cid = int(t.class_id)
-        label = self.labels[cid] if 0 <= cid < len(self.labels) else f"class{cid}"
+        label = label_name(self.labels, int(t.class_id))
         return Event(
             id=f"{self.device_id}:{seq}", seq=seq, type=kind, device=self.device_id,
             camera=self.camera_id, track_id=self.track_id_base + t.id, label=label,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from appliance import metrics
 from appliance.events.lifecycle import Event
 from appliance.store.db import open_db
 
@@ -99,6 +100,9 @@ class EventWriter:
                       len(batch), self.db_path, e, RETRY_DELAY_S)
             time.sleep(RETRY_DELAY_S)
             return batch
-        self.write_seconds += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        self.write_seconds += elapsed
         self.stored += len(batch)
+        metrics.STORE_SECONDS.observe(elapsed)
+        metrics.EVENTS_STORED.inc(len(batch))
         return []

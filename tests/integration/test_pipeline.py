@@ -136,3 +136,15 @@ def test_missing_model_file_is_a_one_line_error(data_dir, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"detect:\n  model: {model_dir / 'model.yaml'}\n  classes: []\n")
     _one_line_error(appliance("run", "--config", str(cfg), data_dir=data_dir), "gone.tflite")
+
+
+def test_status_command_reports_the_last_run(data_dir):
+    assert appliance("status", data_dir=data_dir).returncode == 1  # nothing ran yet: clear error
+    r = appliance("run", "--fast", "--max-frames", "50", data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    r = appliance("status", "--json", data_dir=data_dir)
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    assert status["cameras"]["demo"]["frames"] == 50 and status["running"] is False
+    text = appliance("status", data_dir=data_dir).stdout
+    assert "camera demo:" in text and "stopped" in text
