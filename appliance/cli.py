@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,10 +26,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config)
     log_setup.setup(cfg.log.level)
+    if args.loop:
+        for cam in cfg.cameras:
+            cam.loop = True
     data = paths.data_dir(args.data_dir)
     log.info("appliance %s: data directory %s, config %s", __version__, data, args.config or "built-in demo")
     pipeline = Pipeline(cfg, data, fast=args.fast, max_frames=args.max_frames)
     # Services beside the pipeline (uplink, web) are appended to pipeline.services here.
+    if cfg.web.enabled:
+        from web.service import WebService
+        pipeline.services.append(WebService(cfg, pipeline, data, pipeline.live, port=args.web_port))
+    if cfg.uplink.enabled:
+        from appliance.uplink.service import Uplink
+        pipeline.services.append(Uplink(cfg, data, pipeline))
+    from appliance.control.power import PowerService  # a dry run where there is nothing to control
+    pipeline.services.append(PowerService(cfg.power, data, on_change=pipeline.record_state))
 
     def on_signal(signum, _frame):
         log.info("received %s: stopping after flushing what is in flight", signal.Signals(signum).name)
@@ -38,6 +50,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     pipeline.run()
     return 0
+
+
+def _cmd_passwd(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from web.passwd import set_password
+
+    print(set_password(Path(args.config), from_stdin=args.password_stdin), file=sys.stderr)
+    return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0-65535, got {value}")
+    return value
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -99,6 +130,10 @@ def _cmd_events(args: argparse.Namespace) -> int:
     for e in events:
         if args.json:
             print(json.dumps(e, separators=(",", ":")))
+        elif "state" in e:  # camera, adaptive, power: a state change (docs/events.md)
+            when = datetime.fromtimestamp(e["ts"], timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+            print(f"{e['id']:<24} {when}  {e['camera'] or '-':<10} {e['type']:<8} "
+                  f"{e['previous']} -> {e['state']}: {e['reason']}")
         else:
             when = datetime.fromtimestamp(e["ts"], timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
             box = ",".join(f"{v:.0f}" for v in e["box"])
@@ -125,11 +160,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
     m = status["model"]
     print(f"model {m['name']} {m['version']} on {m['backend']}/{m['device']}")
     for cam, c in status["cameras"].items():
-        print(f"camera {cam}: fps {c['fps']}, inference p50 {c['inference_ms_p50']} ms "
+        state = f"{c['state']} ({c['state_reason']}), " if "state_reason" in c else \
+            (f"{c['state']}, " if "state" in c else "")
+        print(f"camera {cam}: {state}fps {c['fps']}, inference p50 {c['inference_ms_p50']} ms "
               f"p95 {c['inference_ms_p95']} ms, frames {c['frames']}, dropped {c['dropped']}, "
               f"corrupt {c['corrupt']}, live tracks {c['live_tracks']}")
     for name, svc in status.get("services", {}).items():
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in svc.items()))
+    return 0
+
+
+def _cmd_power_status(args: argparse.Namespace) -> int:
+    from appliance.control.power import describe, read_status
+
+    report = read_status(config_mod.load(args.config).power)
+    print(json.dumps(report, indent=1) if args.json else describe(report))
     return 0
 
 
@@ -154,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML config (default: the built-in demo)")
     run.add_argument("--max-frames", type=_positive_int, help="stop each camera after N frames")
     run.add_argument("--fast", action="store_true", help="play files as fast as possible, every frame")
+    run.add_argument("--loop", action="store_true", help="play files in a loop (sets cameras[].loop)")
+    run.add_argument("--web-port", type=_port, default=os.environ.get("APPLIANCE_WEB_PORT") or None,
+                     help="dashboard port, overriding web.port; 0 picks a free one "
+                          "(default: $APPLIANCE_WEB_PORT, else web.port)")
     run.set_defaults(func=_cmd_run)
 
     fetch = sub.add_parser("fetch", parents=[common], help="fetch and verify models and media")
@@ -181,6 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     trk.add_argument("--iou-threshold", type=float, default=0.3)
     trk.set_defaults(func=_cmd_track)
 
+    pw = sub.add_parser("passwd", help="set the dashboard password (stores only a salted hash)")
+    pw.add_argument("--config", default="/etc/appliance/config.yaml",
+                    help="YAML config to write web.password_hash into (default: %(default)s)")
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
+    pw.set_defaults(func=_cmd_passwd)
+
+    power = sub.add_parser("power", help="power modes, temperatures and throttling")
+    power_sub = power.add_subparsers(dest="power_command", required=True)
+    pst = power_sub.add_parser("status", help="platform, current and available modes, temperatures")
+    pst.add_argument("--config", help="YAML config for the power section (default: built-in)")
+    pst.add_argument("--json", action="store_true")
+    pst.set_defaults(func=_cmd_power_status)
+
     st = sub.add_parser("status", parents=[common], help="what the running appliance last reported")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_cmd_status)
@@ -190,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive_int, default=50)
     ev.add_argument("--json", action="store_true", help="one JSON object per line")
     ev.set_defaults(func=_cmd_events)
+
+    from appliance.uplink import cli as uplink_cli
+    uplink_cli.register(sub, common)  # appliance uplink status
     return p
 
 

@@ -33,3 +33,54 @@ EVENTS_STORED = Counter("appliance_events_stored_total", "Events committed to SQ
 HEARTBEAT = Gauge("appliance_heartbeat_timestamp_seconds",
                   "Unix time a frame last left the tracker")
 BUILD = Info("appliance_build", "Software and model versions")
+
+# Web dashboard (web/): requests by route pattern (not path, to bound the label values).
+WEB_REQUESTS = Counter("appliance_web_requests_total", "Dashboard and API requests served",
+                       ["route", "code"])
+WEB_LOGIN_FAILURES = Counter("appliance_web_login_failures_total", "Failed dashboard logins")
+DISK_FREE_BYTES = Gauge("appliance_data_disk_free_bytes",
+                        "Free bytes on the file system of the data directory (set when read)")
+
+# MQTT uplink (appliance/uplink/, docs/mqtt.md).
+UPLINK_CONNECTED = Gauge("appliance_uplink_connected", "1 while the uplink has a broker connection")
+UPLINK_CONNECTS = Counter("appliance_uplink_connects_total", "Broker connections made")
+UPLINK_CONNECT_FAILURES = Counter("appliance_uplink_connect_failures_total",
+                                  "Broker connection attempts that failed or were refused")
+UPLINK_EVENTS_SENT = Counter("appliance_uplink_events_sent_total",
+                             "Events the broker acknowledged (PUBACK), duplicates included")
+UPLINK_SENT_BYTES = Counter("appliance_uplink_sent_bytes_total", "MQTT payload bytes published")
+UPLINK_EVENTS_DROPPED = Counter("appliance_uplink_events_dropped_total",
+                                "Unsent events deleted by backlog limits", ["reason"])
+UPLINK_BACKLOG_ROWS = Gauge("appliance_uplink_backlog_rows", "Events stored and not yet sent")
+UPLINK_OLDEST_UNSENT_AGE = Gauge("appliance_uplink_oldest_unsent_age_seconds",
+                                 "Age of the oldest unsent event; 0 when none")
+UPLINK_COMMANDS = Counter("appliance_uplink_commands_total", "Commands received", ["command", "ok"])
+
+# Camera supervision, adaptive stride, power and thermal (capture/supervisor.py, control/).
+CAMERA_STATE = Gauge("appliance_camera_state",
+                     "1 for the camera's current state (connecting, streaming, stalled, failed)",
+                     ["camera", "state"])
+CAMERA_RECONNECTS = Counter("appliance_camera_reconnects_total",
+                            "Connections to a live camera that delivered frames again after a loss",
+                            ["camera"])
+CAMERA_CONNECT_ATTEMPTS = Counter("appliance_camera_connect_attempts_total",
+                                  "Connection attempts to a live camera, failed ones included", ["camera"])
+FRAMES_LATE = Counter("appliance_frames_late_total",
+                      "Frames older than cameras[].late_after_s when the detector took them", ["camera"])
+FRAMES_SKIPPED = Counter("appliance_frames_skipped_total",
+                         "Frames not sent to the detector because of the adaptive stride", ["camera"])
+ADAPTIVE_STRIDE = Gauge("appliance_adaptive_stride", "Detection stride: every n-th frame is detected",
+                        ["camera"])
+ADAPTIVE_CHANGES = Counter("appliance_adaptive_changes_total", "Stride changes by direction",
+                           ["camera", "direction"])
+INPUT_FPS = Gauge("appliance_input_fps",
+                  "Frames per second taken from the camera (detected or skipped by stride), last 5 s",
+                  ["camera"])
+TEMPERATURE = Gauge("appliance_temperature_celsius", "Thermal zone temperature", ["zone"])
+POWER_THROTTLED = Gauge("appliance_power_throttled",
+                        "1 while the platform reports throttling or under-voltage now")
+POWER_MODE = Gauge("appliance_power_mode", "1 for the current power mode", ["mode"])
+POWER_MODE_CHANGES = Counter("appliance_power_mode_changes_total",
+                             "Power mode changes made (or, in a dry run, that would have been made)",
+                             ["reason"])
+POWER_RAIL_WATTS = Gauge("appliance_power_rail_watts", "Power drawn on a monitored rail", ["rail"])

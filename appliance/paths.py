@@ -7,8 +7,12 @@ one copy of the fetched weights and media.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
+from typing import IO
+
+from appliance.errors import ApplianceError
 
 # Model manifests ship in the source tree beside the package (models/<name>/model.yaml).
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -29,3 +33,25 @@ def db_path(data: Path) -> Path:
 
 def status_path(data: Path) -> Path:
     return data / "status.json"
+
+
+def lock_data_dir(data: Path) -> IO[str]:
+    """Hold the data directory for this process: two appliances writing one database
+    would hand out the same event sequence numbers. The lock ends with the process,
+    or when the returned file is closed."""
+    data.mkdir(parents=True, exist_ok=True)
+    f = open(data / "appliance.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise ApplianceError(
+            f"data directory {data} is in use by another appliance (pid {holder}); "
+            "stop it or use another --data-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

@@ -23,4 +23,17 @@ def data_dir(tmp_path: Path, assets_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     """A fresh data directory that shares the session's asset cache."""
     monkeypatch.setenv("APPLIANCE_ASSETS_DIR", str(assets_dir))
     monkeypatch.delenv("APPLIANCE_DATA_DIR", raising=False)
+    # `appliance run` serves the dashboard: on a free port, so runs never collide on 8080.
+    monkeypatch.setenv("APPLIANCE_WEB_PORT", "0")
     return tmp_path / "data"
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path: Path):
+    """A real mosquitto (anonymous, no persistence) on a free 127.0.0.1 port; see
+    tests/mqtt_broker.py for brokers with persistence, TLS or passwords."""
+    from tests.mqtt_broker import Mosquitto
+
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    yield broker
+    broker.close()

@@ -3,7 +3,8 @@
 Each camera has a small slot. A live camera never waits for the detector: when its slot
 is full the oldest frame is dropped and counted (latest wins), so the detector always
 sees the freshest picture. A file played fast instead waits for room, so every frame is
-processed (benchmarks, backfill). The detector takes frames from all cameras in turn.
+processed (benchmarks, backfill). The detector takes frames from all cameras in turn,
+one at a time (`get`) or the oldest of every camera at once (`get_batch`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ Item = Union[Frame, EndOfStream]
 
 class FrameHub:
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        # One lock; the detector waits on `_items`, a blocked camera on its own `_room`,
+        # so a hand-over wakes only the thread it concerns, not every camera's.
+        self._lock = threading.Lock()
+        self._items = threading.Condition(self._lock)
+        self._room: dict[str, threading.Condition] = {}
         self._slots: dict[str, deque[Item]] = {}
         self._capacity: dict[str, int] = {}
         self._latest_wins: dict[str, bool] = {}
@@ -35,8 +40,9 @@ class FrameHub:
         self.dropped: dict[str, int] = {}
 
     def add_camera(self, camera_id: str, latest_wins: bool, capacity: int = 2) -> None:
-        with self._cond:
+        with self._lock:
             self._slots[camera_id] = deque()
+            self._room[camera_id] = threading.Condition(self._lock)
             self._capacity[camera_id] = capacity
             self._latest_wins[camera_id] = latest_wins
             self._order.append(camera_id)
@@ -48,25 +54,28 @@ class FrameHub:
     def put(self, item: Item) -> bool:
         """Hand over a frame or an end-of-stream mark; False once the hub is closed."""
         cam = item.camera_id
-        with self._cond:
+        with self._lock:
             slot = self._slots[cam]
             if isinstance(item, Frame) and len(slot) >= self._capacity[cam]:
                 if self._latest_wins[cam]:
                     slot.popleft()
                     self.dropped[cam] += 1
                 else:
-                    self._cond.wait_for(
+                    self._room[cam].wait_for(
                         lambda: self._closed or len(slot) < self._capacity[cam])
             if self._closed:
                 return False
             slot.append(item)
-            self._cond.notify_all()
+            self._items.notify_all()
             return True
+
+    def _ready(self) -> bool:
+        return self._closed or any(self._slots.values())
 
     def get(self, timeout: float | None = None) -> Item | None:
         """The next item, taking cameras in turn; None on timeout or when closed and empty."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._closed or any(self._slots.values()), timeout):
+        with self._lock:
+            if not self._items.wait_for(self._ready, timeout):
                 return None
             n = len(self._order)
             for i in range(n):
@@ -74,12 +83,33 @@ class FrameHub:
                 if self._slots[cam]:
                     self._next = (self._next + i + 1) % n
                     item = self._slots[cam].popleft()
-                    self._cond.notify_all()
+                    self._room[cam].notify()
                     return item
             return None
 
+    def get_batch(self, timeout: float | None = None) -> list[Item]:
+        """The oldest item of every camera that has one, for one batched inference.
+
+        Waits up to `timeout` for the first; [] on timeout. At most one item per camera,
+        so a camera's items stay in order; the camera that leads rotates.
+        """
+        with self._lock:
+            if not self._items.wait_for(self._ready, timeout):
+                return []
+            n = len(self._order)
+            batch = []
+            for i in range(n):
+                cam = self._order[(self._next + i) % n]
+                if self._slots[cam]:
+                    batch.append(self._slots[cam].popleft())
+                    self._room[cam].notify()
+            self._next = (self._next + 1) % max(n, 1)
+            return batch
+
     def close(self) -> None:
         """Wake everybody; puts are refused from now on."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            self._items.notify_all()
+            for room in self._room.values():
+                room.notify_all()

@@ -1,12 +1,16 @@
-"""Camera sources named by URI, read through OpenCV.
+"""Camera sources named by URI, and files read through OpenCV.
 
     /path/to/video.mp4, file:///path/to/video.mp4   a file (paced at its native rate, or fast)
     asset:vtest.avi                                 a file in the asset cache (the demo)
     rtsp://host/stream                              an RTSP camera (FFmpeg backend)
     v4l2:///dev/video0                              a USB/V4L2 camera
+    csi://0                                         a Jetson CSI camera (nvarguscamerasrc)
+    gst:PIPELINE, or any string with " ! "          a GStreamer pipeline (OpenCV's GStreamer backend)
+    jetson:URI                                      any of the above through jetson-utils videoSource
 
-csi://, GStreamer pipelines and jetson-utils come with camera supervision (reconnection)
-in a later change; `open_source` is the one place that will learn them.
+`parse_uri` names the kind of a source. Files are read by `VideoSource` here, and a file
+that cannot be opened stops the start. Live sources are opened by capture/readers.py and
+kept alive by capture/supervisor.py, which reconnects them and never stops the appliance.
 """
 from __future__ import annotations
 
@@ -30,14 +34,31 @@ log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_FAILURES = 25
 
 
+LIVE_KINDS = ("rtsp", "v4l2", "csi", "gst", "jetson")
+
+
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # "file" | "rtsp" | "v4l2"
-    target: str  # what cv2.VideoCapture opens
-    backend: int  # cv2.CAP_*
+    kind: str  # "file" | "rtsp" | "v4l2" | "csi" | "gst" | "jetson"
+    target: str  # what the backend opens: a path, URL, device, sensor id, pipeline or jetson URI
+    backend: int  # cv2.CAP_*; cv2.CAP_ANY for jetson-utils, which is not OpenCV
+
+    @property
+    def live(self) -> bool:
+        return self.kind in LIVE_KINDS
 
 
 def parse_uri(uri: str, assets_dir: Path | None = None) -> SourceSpec:
+    if uri.startswith("jetson:"):
+        inner = uri[len("jetson:"):]
+        if not inner:
+            raise ApplianceError(f"source {uri!r}: expected jetson:URI, e.g. jetson:csi://0")
+        return SourceSpec("jetson", inner, cv2.CAP_ANY)
+    if uri.startswith("gst:") or " ! " in uri:
+        pipeline = uri[len("gst:"):].strip() if uri.startswith("gst:") else uri.strip()
+        if not pipeline:
+            raise ApplianceError(f"source {uri!r}: expected gst:PIPELINE")
+        return SourceSpec("gst", pipeline, cv2.CAP_GSTREAMER)
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
     if scheme == "asset":
@@ -52,14 +73,29 @@ def parse_uri(uri: str, assets_dir: Path | None = None) -> SourceSpec:
         if not parsed.path.startswith("/dev/video"):
             raise ApplianceError(f"source {uri!r}: expected v4l2:///dev/videoN")
         return SourceSpec("v4l2", parsed.path, cv2.CAP_V4L2)
+    if scheme == "csi":
+        sensor = parsed.netloc or parsed.path.strip("/")
+        if not sensor.isdigit():
+            raise ApplianceError(f"source {uri!r}: expected csi://N (N: the sensor id, 0, 1, ...)")
+        return SourceSpec("csi", sensor, cv2.CAP_GSTREAMER)
     if scheme == "" or len(scheme) == 1:  # a plain path (or a Windows drive letter)
         return SourceSpec("file", uri, cv2.CAP_FFMPEG)
     raise ApplianceError(
-        f"source {uri!r}: unsupported scheme {scheme!r} (supported: a path, file://, asset:, rtsp://, v4l2://)"
+        f"source {uri!r}: unsupported scheme {scheme!r} (supported: a path, file://, asset:, "
+        "rtsp://, v4l2://, csi://, gst:, jetson:)"
     )
 
 
-def _valid_image(img: np.ndarray | None) -> bool:
+def redact(uri: str) -> str:
+    """The URI without its password, for logs and status: rtsp://user:***@host/..."""
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+    return parsed._replace(netloc=netloc).geturl()
+
+
+def valid_image(img: np.ndarray | None) -> bool:
     return img is not None and img.ndim == 3 and img.shape[2] == 3 and img.size > 0
 
 
@@ -96,7 +132,7 @@ class VideoSource:
                 f"camera {self.camera_id}: cannot open {self.uri} (unreadable, corrupt or unreachable)"
             )
         ok, first = cap.read()
-        if not ok or not _valid_image(first):
+        if not ok or not valid_image(first):
             cap.release()
             raise ApplianceError(f"camera {self.camera_id}: {self.uri} opened but gave no decodable frame")
         self.fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -127,7 +163,7 @@ class VideoSource:
                 t0 = time.perf_counter()
                 ok, img = cap.read()
                 self.last_read_s = time.perf_counter() - t0
-            if not ok or not _valid_image(img):
+            if not ok or not valid_image(img):
                 failures += 1
                 if failures < MAX_CONSECUTIVE_FAILURES:
                     continue

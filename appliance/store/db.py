@@ -29,7 +29,26 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["camera", "ts"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """The uplink's outbox (docs/mqtt.md): a row is unsent until the broker acknowledged it.
+
+    priority 0 (alert: every type but `update`) is sent before 1 (routine `update`). A
+    trigger sets it, so the writer stays unaware of the uplink. Rows stored before this
+    version were never sent, so they stay unsent and go out too.
+    """
+    db.execute("ALTER TABLE events ADD COLUMN sent_at REAL")
+    db.execute("ALTER TABLE events ADD COLUMN priority INTEGER NOT NULL DEFAULT 1")
+    db.execute("UPDATE events SET priority = 0 WHERE type <> 'update'")
+    db.execute("CREATE TRIGGER events_priority AFTER INSERT ON events WHEN NEW.type <> 'update' "
+               "BEGIN UPDATE events SET priority = 0 WHERE seq = NEW.seq; END")
+    # Unsent rows in send order; sent rows drop out of this index.
+    db.execute("CREATE INDEX events_unsent ON events(priority, seq) WHERE sent_at IS NULL")
+    # `dropped` announcements from retention, sent like events (appliance/uplink/retention.py).
+    db.execute("CREATE TABLE uplink_notices (n INTEGER PRIMARY KEY, ts REAL NOT NULL, "
+               "payload TEXT NOT NULL, sent_at REAL)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

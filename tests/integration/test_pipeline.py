@@ -148,3 +148,21 @@ def test_status_command_reports_the_last_run(data_dir):
     assert status["cameras"]["demo"]["frames"] == 50 and status["running"] is False
     text = appliance("status", data_dir=data_dir).stdout
     assert "camera demo:" in text and "stopped" in text
+
+
+def test_a_second_appliance_on_the_same_data_dir_is_refused(data_dir):
+    first = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--data-dir", str(data_dir)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (data_dir / "appliance.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = appliance("run", "--max-frames", "5", data_dir=data_dir)
+        _one_line_error(second, f"data directory {data_dir} is in use by another appliance",
+                        f"pid {first.pid}")
+        assert first.poll() is None  # the first one is unharmed
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=20)
+    assert first.returncode == 0
+    assert_lifecycles_complete(stored(data_dir))

@@ -14,8 +14,13 @@ def _metric(name: str, **labels) -> float:
 
 
 class _Recorder:
+    name = "recorder"
+
     def __init__(self, pipeline: Pipeline):
         self.pipeline, self.calls = pipeline, []
+
+    def status(self):
+        return {"calls": len(self.calls)}
 
     def start(self):
         self.calls.append(("start", self.pipeline.running))

@@ -41,15 +41,16 @@ def test_migrations_run_in_order_from_an_old_version(tmp_path, monkeypatch):
     path = tmp_path / "a.db"
     store.open_db(path).conn.close()
     applied = []
+    nxt = store.SCHEMA_VERSION + 1
 
-    def v2(db):
+    def add_zone(db):
         db["events"].add_column("zone", str)
-        applied.append(2)
+        applied.append(nxt)
 
-    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + [v2])
-    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + [add_zone])
+    monkeypatch.setattr(store, "SCHEMA_VERSION", nxt)
     db = store.open_db(path)
-    assert applied == [2] and store.schema_version(db) == 2
+    assert applied == [nxt] and store.schema_version(db) == nxt
     assert "zone" in db["events"].columns_dict
 
 

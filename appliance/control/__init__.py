@@ -1,0 +1,1 @@
+"""Control loops beside the frame flow: adaptive detection stride, power and thermal."""

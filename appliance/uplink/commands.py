@@ -1,0 +1,135 @@
+"""Commands from `<prefix>/<device>/cmd/<name>`, answered on `<prefix>/<device>/cmd/result`.
+
+A request is a JSON object (an empty payload counts as `{}`); its `correlation_id`, if
+any, is copied into the result. Anything wrong with a request (not JSON, not an object,
+an unknown command, a bad argument) gets a result with `ok: false` and an `error` that
+says what, and nothing else happens. Handlers run in the uplink thread.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from appliance import __version__
+from appliance.config import Config
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+_SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", re.IGNORECASE)
+MASK = "***"
+
+
+class BadCommand(Exception):
+    """The request cannot be carried out; the message goes back in the result."""
+
+
+@dataclass
+class Reply:
+    command: str | None
+    correlation_id: Any
+    ok: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    snapshot: bytes | None = None  # published on the snapshot topic before the result
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """The config as a dict, with passwords, hashes and URL credentials replaced by ***."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    if isinstance(value, str):
+        if _SECRET_KEY.search(key):
+            return MASK if value else ""
+        return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", value)
+    return value
+
+
+def parse_since(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        raise BadCommand("resync: 'since' is required: unix seconds or an ISO 8601 time")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadCommand(f"resync: 'since' must be unix seconds or an ISO 8601 time, got {value!r}") from None
+        return (dt if dt.tzinfo else dt.astimezone()).timestamp()
+    raise BadCommand(f"resync: 'since' must be unix seconds or an ISO 8601 time, got {type(value).__name__}")
+
+
+class Commands:
+    """`ping`, `snapshot`, `config/get`, `resync`."""
+
+    def __init__(self, cfg: Config, jpeg: Callable[[str], bytes | None] | None,
+                 cameras: Callable[[], list[str]] | None, resync: Callable[[float], int]):
+        self.cfg, self._jpeg, self._cameras, self._resync = cfg, jpeg, cameras, resync
+        self.started = time.time()
+        self.handlers: dict[str, Callable[[dict[str, Any]], Reply | dict[str, Any]]] = {
+            "ping": self.ping, "snapshot": self.snapshot, "config/get": self.config_get,
+            "resync": self.resync,
+        }
+
+    def run(self, name: str, payload: bytes) -> Reply:
+        correlation_id = None
+        try:
+            if len(payload) > MAX_REQUEST_BYTES:
+                raise BadCommand(f"request is {len(payload)} bytes; at most {MAX_REQUEST_BYTES}")
+            try:
+                request = json.loads(payload) if payload.strip() else {}
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadCommand(f"request is not valid JSON: {e}") from None
+            if not isinstance(request, dict):
+                raise BadCommand(f"request must be a JSON object, got {type(request).__name__}")
+            correlation_id = request.get("correlation_id")
+            if not isinstance(correlation_id, (str, int, type(None))) or isinstance(correlation_id, bool):
+                correlation_id = None
+                raise BadCommand("correlation_id must be a string or an integer")
+            handler = self.handlers.get(name)
+            if handler is None:
+                raise BadCommand(f"unknown command {name!r}; known: {', '.join(self.handlers)}")
+            out = handler(request)
+            reply = out if isinstance(out, Reply) else Reply(name, correlation_id, True, out)
+            reply.command, reply.correlation_id = name, correlation_id
+            return reply
+        except BadCommand as e:
+            return Reply(name if name in self.handlers else None, correlation_id, False, error=str(e))
+        except Exception as e:  # a bug in a handler must not take the uplink down
+            log.exception("uplink: command %s failed", name)
+            return Reply(name, correlation_id, False, error=f"internal error: {type(e).__name__}: {e}")
+
+    def ping(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "version": __version__, "uptime_s": round(time.time() - self.started, 1)}
+
+    def snapshot(self, request: dict[str, Any]) -> Reply:
+        cameras = self._cameras() if self._cameras else []
+        camera = request.get("camera", cameras[0] if cameras else None)
+        if self._jpeg is None or camera is None:
+            raise BadCommand("snapshot: no camera has produced a frame yet")
+        if not isinstance(camera, str):
+            raise BadCommand(f"snapshot: 'camera' must be a string, got {type(camera).__name__}")
+        known = [c.id for c in self.cfg.cameras]
+        if camera not in known:
+            raise BadCommand(f"snapshot: unknown camera {camera!r}; cameras: {', '.join(known)}")
+        data = self._jpeg(camera)
+        if not data:
+            raise BadCommand(f"snapshot: camera {camera!r} has produced no frame yet")
+        return Reply("snapshot", None, True, {"camera": camera, "bytes": len(data),
+                                              "content_type": "image/jpeg"}, snapshot=data)
+
+    def config_get(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"config": mask_secrets(dataclasses.asdict(self.cfg))}
+
+    def resync(self, request: dict[str, Any]) -> dict[str, Any]:
+        since = parse_since(request.get("since"))
+        return {"since": since, "requeued": self._resync(since)}

@@ -1,0 +1,229 @@
+"""The dashboard of a real `appliance run` on the demo video, in a real headless Chromium.
+
+One appliance (real model, real video at its native 10 fps, looping) serves the whole
+module on a free port, with a password set by `appliance passwd`. Screenshots go to
+test-artifacts/ (git-ignored) for a person to look at.
+"""
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+PASSWORD = "correct horse battery"
+CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium, as root, with no network: no sandbox, and nothing that phones home.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def appliance_url(tmp_path_factory, assets_dir):
+    tmp = tmp_path_factory.mktemp("web")
+    cfg = tmp / "config.yaml"
+    cfg.write_text("device: {id: gate-3}\n"
+                   "cameras:\n  - {id: demo, source: 'asset:vtest.avi', loop: true}\n"
+                   "web: {host: 127.0.0.1}\n")
+    env = {**os.environ, "APPLIANCE_ASSETS_DIR": str(assets_dir), "APPLIANCE_WEB_PORT": "0"}
+    r = subprocess.run([sys.executable, "-m", "appliance", "passwd", "--config", str(cfg), "--password-stdin"],
+                       input=PASSWORD + "\n", capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(cfg),
+                             "--data-dir", str(tmp / "data")], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:  # keep draining stderr so the appliance never blocks on a full pipe
+        for line in proc.stderr:
+            lines.append(line)
+            if "dashboard at http://" in line:
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert found.wait(90), "no 'dashboard at' line:\n" + "".join(lines)
+        url = re.search(r"dashboard at (http://\S+/)", "".join(lines)).group(1)
+        deadline = time.monotonic() + 60
+        while not re.search(r'appliance_frames_total\{camera="demo"\} [1-9]\d', _open(url + "metrics")[2].decode()):
+            assert time.monotonic() < deadline and proc.poll() is None, "no frames:\n" + "".join(lines)
+            time.sleep(0.5)  # until the pipeline has been through some frames
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _open(url: str, opener=None, data: dict | None = None):
+    """(status, headers, body) without following redirects; HTTP errors are answers too."""
+    opener = opener or urllib.request.build_opener(_NoRedirect)
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    try:
+        with opener.open(url, data=body, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def _logged_in_opener(base: str):
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPCookieProcessor(jar))
+    _, _, html = _open(base + "login", opener)
+    token = re.search(rb'name="csrf_token" value="([^"]+)"', html).group(1).decode()
+    status, _, _ = _open(base + "login", opener, {"password": PASSWORD, "csrf_token": token})
+    assert status == 302
+    return opener
+
+
+def test_unauthenticated_requests_get_a_redirect_or_401(appliance_url):
+    status, headers, _ = _open(appliance_url)
+    assert status == 302 and "/login" in headers["Location"]
+    status, _, body = _open(appliance_url + "api/events")
+    assert status == 401 and json.loads(body) == {"error": "login required"}
+    status, _, body = _open(appliance_url + "healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_a_bad_parameter_gets_a_400_with_a_message(appliance_url):
+    opener = _logged_in_opener(appliance_url)
+    status, _, body = _open(appliance_url + "api/events?limit=lots", opener)
+    assert status == 400 and json.loads(body)["error"] == "limit: expected an integer, got 'lots'"
+    status, _, body = _open(appliance_url + "api/events?limit=5", opener)
+    assert status == 200 and len(json.loads(body)["events"]) <= 5
+
+
+def test_metrics_pass_promtool(appliance_url, tmp_path):
+    assert shutil.which("promtool"), "promtool missing: scripts/setup --test installs Debian's prometheus"
+    status, headers, body = _open(appliance_url + "metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    for name in ("appliance_decode_seconds_bucket", "appliance_inference_seconds_bucket",
+                 "appliance_tracking_seconds_bucket", "appliance_store_write_seconds_bucket",
+                 'appliance_fps{camera="demo"}', 'appliance_frames_dropped_total{camera="demo"}',
+                 'appliance_queue_depth{queue="store"}', "appliance_events_total",
+                 "appliance_web_requests_total", "appliance_data_disk_free_bytes"):
+        assert name in text, name
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
+
+
+# JavaScript run in the page.
+_IMAGE_SUM = """img => { const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data; let s = 0;
+  for (let i = 0; i < d.length; i += 97) s += d[i]; return s; }"""
+_TOP_SEQ = "() => { const r = document.querySelector('#events-rows tr[data-seq]'); return r ? +r.dataset.seq : 0; }"
+_CHART_HAS_DATA = """() => { const c = window.Chart && Chart.getChart('counts-chart');
+  return !!c && c.data.datasets.some(d => d.data.some(v => v > 0)); }"""
+# Pixels of the canvas in the colour of a non-empty series: the bars were drawn, not just axes.
+_BAR_PIXELS = """() => { const chart = Chart.getChart('counts-chart'), cv = chart.canvas;
+  const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+  const want = chart.data.datasets.filter(s => s.data.some(v => v > 0)).map(s => s.backgroundColor)
+    .map(h => [parseInt(h.slice(1, 3), 16), parseInt(h.slice(3, 5), 16), parseInt(h.slice(5, 7), 16)]);
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4)
+    if (want.some(([r, g, b]) => d[i] === r && d[i + 1] === g && d[i + 2] === b && d[i + 3] === 255)) n++;
+  return n; }"""
+
+
+def _login_in_browser(page, base: str) -> None:
+    page.goto(base)
+    assert "/login" in page.url
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base)
+
+
+def test_dashboard_in_a_real_browser(appliance_url):
+    assert Path(CHROMIUM).exists(), "no /usr/bin/chromium: scripts/setup --test installs Debian's chromium"
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.set_default_timeout(30_000)
+            _login_in_browser(page, appliance_url)
+
+            # The live picture arrives, and changes.
+            img = page.locator("img.live-img[data-camera=demo]")
+            page.wait_for_function("() => +document.querySelector('img.live-img').dataset.frame >= 0 && "
+                                   "document.querySelector('img.live-img').naturalWidth === 768")
+            frame1, sum1 = img.get_attribute("data-frame"), img.evaluate(_IMAGE_SUM)
+            page.wait_for_function("f => document.querySelector('img.live-img').dataset.frame !== f", arg=frame1)
+            page.wait_for_timeout(500)
+            assert img.evaluate(_IMAGE_SUM) != sum1
+
+            # Event rows appear, and newer ones keep coming.
+            page.wait_for_selector("#events-rows tr[data-seq]")
+            first_top = page.evaluate(_TOP_SEQ)
+            page.wait_for_function(f"() => ({_TOP_SEQ})() > {first_top}")
+            assert page.locator("#events-rows tr[data-seq]").count() >= 1
+            assert "demo" in page.locator("#events-rows tr[data-seq]").first.inner_text()
+
+            # The counts chart draws bars.
+            page.wait_for_function(_CHART_HAS_DATA)
+            assert page.evaluate(_BAR_PIXELS) > 50
+
+            # The health panel shows the camera running at about its native rate.
+            page.wait_for_function("() => document.querySelector('#health-pill').textContent === 'running'")
+            fps = float(page.locator("#health-cameras td[data-label=fps]").inner_text())
+            assert 5 <= fps <= 12
+            device = page.locator("#health-device").inner_text().lower()
+            for tile in ("uplink", "power & temperature", "disk", "% used", "uptime", "model",
+                         "ssd-mobilenet-v2", "events stored"):
+                assert tile in device, tile
+
+            # Filters: a label with no events empties the table; clearing brings rows back.
+            page.select_option("#event-filters select[name=type]", "end")
+            page.click("#event-filters button[type=submit]")
+            page.wait_for_function("() => [...document.querySelectorAll('#events-rows tr[data-seq] td:nth-child(3)')]"
+                                   ".every(td => td.textContent === 'end')")
+            page.wait_for_timeout(2500)  # let the next refresh of the live view and chart land
+            page.screenshot(path=str(ARTIFACTS / "dashboard-desktop.png"), full_page=True)
+
+            # A phone: nothing wider than the screen, the table readable without sideways scrolling.
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                     is_mobile=True, has_touch=True)
+            phone.on("pageerror", lambda e: problems.append(str(e)))
+            phone.set_default_timeout(30_000)
+            _login_in_browser(phone, appliance_url)
+            phone.wait_for_selector("#events-rows tr[data-seq]")
+            phone.wait_for_function(_CHART_HAS_DATA)
+            phone.wait_for_timeout(1500)
+            phone.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
+            assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            widths = phone.evaluate("() => { const t = document.querySelector('table.events');"
+                                    " return [t.scrollWidth, t.parentElement.clientWidth]; }")
+            assert widths[0] <= widths[1], widths
+        finally:
+            browser.close()
+    assert problems == []  # no script errors, no refused resource (CSP)

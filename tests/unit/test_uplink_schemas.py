@@ -1,0 +1,52 @@
+"""The payload builders and the stored event records against docs/schemas/ (real broker
+messages are checked in tests/integration/test_uplink_*.py)."""
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from appliance.events.lifecycle import Event
+from appliance.events.state import StateEvent
+from appliance.uplink import messages
+from tests.uplink_util import SCHEMAS, schema
+
+
+def test_schemas_are_valid_json_schemas():
+    names = sorted(p.name for p in SCHEMAS.glob("*.json"))
+    assert names == ["mqtt-command-result.v1.json", "mqtt-command.v1.json", "mqtt-events.v1.json",
+                     "mqtt-stats.v1.json", "mqtt-status.v1.json"]
+    for p in SCHEMAS.glob("*.json"):
+        jsonschema.Draft202012Validator.check_schema(json.loads(p.read_text()))
+
+
+def test_every_kind_of_stored_event_fits_the_events_schema():
+    track = Event(id="g:1", seq=1, type="new", device="g", camera="north", track_id=3, label="person",
+                  score=0.8, box=[1.0, 2.0, 3.0, 4.0], ts=1.5, first_seen=1.5, frame_seq=9).to_json()
+    state = StateEvent("g:2", 2, "power", "g", "", "MAXN", "5W", "thermal: 83.5 C >= 80 C", 2.0,
+                       {"temperatures_c": {"cpu": 83.5}}).to_json()
+    body = json.loads(messages.events_message("g", [track, state]))
+    schema("mqtt-events").validate(body)
+    body["events"][0]["type"] = "moved"  # not a type the contract knows
+    with pytest.raises(jsonschema.ValidationError):
+        schema("mqtt-events").validate(body)
+
+
+def test_status_stats_and_results_fit_their_schemas():
+    v = schema("mqtt-status")
+    v.validate(json.loads(messages.offline_status("g")))
+    v.validate(json.loads(messages.online_status("g", "0.1.0", None)))
+    v.validate(json.loads(messages.online_status("g", "0.1.0", {"name": "m", "version": "1", "backend": "litert",
+                                                               "device": "cpu"})))
+    uplink = {"backlog_rows": 3, "oldest_unsent_age_s": 1.5, "events_sent": 10, "events_dropped": 0}
+    disk = {"db_bytes": 1, "free_bytes": 2, "total_bytes": 3}
+    pipeline = {"uptime_s": 5.0, "cameras": {"a": {"fps": 9.5, "frames": 10, "dropped": 0, "live_tracks": 1,
+                                                   "inference_ms_p50": 9.0}}}
+    schema("mqtt-stats").validate(json.loads(messages.stats_message("g", pipeline, uplink, disk)))
+    schema("mqtt-stats").validate(json.loads(messages.stats_message("g", None, uplink, disk)))
+    r = schema("mqtt-command-result")
+    r.validate(json.loads(messages.command_result("g", "ping", "x", True, {"pong": True})))
+    r.validate(json.loads(messages.command_result("g", "nope", None, False, error="unknown command")))
+    with pytest.raises(jsonschema.ValidationError):  # ok with an error is not a valid result
+        r.validate({**json.loads(messages.command_result("g", "ping", 1, True, {})), "error": "x"})

@@ -1,0 +1,82 @@
+"""What the health panel, /api/status and /healthz show, built from the pipeline's status.
+
+The pipeline's status() already holds the per-camera figures, the model and the services
+beside it (uplink, power, web). This adds what only the host can tell (disk use, system
+uptime) and decides liveness.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from appliance import metrics
+
+_SECRET_KEY = re.compile(r"pass|secret|token|private|credential", re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)(?P<pw>[^@/\s]+)(?=@)", re.IGNORECASE)
+MASK = "********"
+
+
+class StatusProvider(Protocol):
+    """Anything with the pipeline's status() (the Pipeline itself, or a stand-in in tests)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def disk(path: Path) -> dict[str, Any]:
+    """Use of the file system holding the data directory (the database grows there)."""
+    try:
+        du = shutil.disk_usage(path)
+    except OSError:
+        return {"path": str(path), "error": "unavailable"}
+    metrics.DISK_FREE_BYTES.set(du.free)
+    return {"path": str(path), "total_bytes": du.total, "used_bytes": du.used, "free_bytes": du.free,
+            "used_percent": round(100.0 * du.used / du.total, 1) if du.total else 0.0}
+
+
+def system_uptime_s() -> float | None:
+    try:
+        return round(float(Path("/proc/uptime").read_text().split()[0]), 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def snapshot(status: dict[str, Any], data_dir: Path, db_path: Path) -> dict[str, Any]:
+    """The pipeline's status plus disk, database size and system uptime."""
+    try:
+        db_bytes = db_path.stat().st_size
+    except OSError:
+        db_bytes = None
+    return {**status, "disk": disk(data_dir), "database_bytes": db_bytes,
+            "system_uptime_s": system_uptime_s(), "now": time.time()}
+
+
+def liveness(status: dict[str, Any], stale_after_s: float) -> tuple[bool, str]:
+    """(alive, reason) for /healthz.
+
+    Alive means the pipeline is running and a frame left the tracker within the last
+    `stale_after_s` seconds. A pipeline that has stopped (its files ended, or a stop was
+    requested) is not alive: it is about to exit and a supervisor should know.
+    """
+    age = float(status.get("heartbeat_age_s", float("inf")))
+    if not status.get("running", False):
+        return False, "stopped"
+    if age > stale_after_s:
+        return False, f"stale: no frame for {age:.1f} s (limit {stale_after_s:g} s)"
+    return True, "ok"
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """A copy with passwords, tokens and password hashes replaced, and the password part of
+    URIs (rtsp://user:pw@host) hidden."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    if _SECRET_KEY.search(key) and isinstance(value, str) and value:
+        return MASK
+    if isinstance(value, str):
+        return _URI_PASSWORD.sub(lambda m: m["head"] + MASK, value)
+    return value
