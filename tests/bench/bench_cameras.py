@@ -12,20 +12,15 @@ and what is left of the gap is inference itself running slower beside the other 
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
 from prometheus_client import REGISTRY
 
-from appliance import paths
-from appliance.assets import fetch
 from appliance.config import CameraConfig, Config
 from appliance.pipeline import Pipeline
-from tests.bench.bench_pipeline import bare_fps
+from tests.bench.common import bare_fps, parser, setup
 
 
 def _inference_s(cameras: list[str]) -> float:
@@ -49,27 +44,9 @@ def cameras_fps(cfg: Config, n: int, frames_per_camera: int) -> tuple[float, lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="scripts/bench cameras", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=400, help="frames per run, split over the cameras")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; best of each kept")
-    ap.add_argument("--threads", type=int, help="inference threads (default: the config's)")
+    ap = parser("scripts/bench cameras", __doc__)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-
-    assets = paths.assets_dir(paths.data_dir())
-    fetch(assets)
-    cfg = Config()
-    if args.threads:
-        cfg.detect.threads = args.threads
-    cap = cv2.VideoCapture(str(assets / "vtest.avi"))
-    frames = []
-    while len(frames) < args.frames:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
+    cfg, assets, frames = setup(args)
 
     counts = (1, 2, 4)
     bare: list[float] = []
