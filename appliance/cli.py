@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from appliance import __version__, paths
 from appliance import config as config_mod
@@ -53,22 +54,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_passwd(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from web.passwd import set_password
 
     print(set_password(Path(args.config), from_stdin=args.password_stdin), file=sys.stderr)
     return 0
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 0-65535, got {value}")
-    return value
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -178,14 +167,21 @@ def _cmd_power_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_arg(lo: int, hi: int | None, what: str):
+    """An argparse type for an integer in [lo, hi], with a message naming the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+    return parse
+
+
+_positive_int = _int_arg(1, None, "a positive integer")
+_port = _int_arg(0, 65535, "a TCP port 0-65535")
 
 
 def build_parser() -> argparse.ArgumentParser:
