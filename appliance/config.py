@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import typing
 from dataclasses import dataclass, field
@@ -293,6 +294,30 @@ def load(path: str | os.PathLike | None) -> Config:
         where = f" line {mark.line + 1}" if mark else ""
         raise ApplianceError(f"config {p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
     return from_dict(data, str(p))
+
+
+MASK = "***"
+_SECRET_KEY = re.compile(r"pass|secret|token|private|credential", re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@/\s]+(?=@)", re.IGNORECASE)
+
+
+def redact_uri(text: str) -> str:
+    """rtsp://user:pw@host/... as rtsp://user:***@host/..., for logs, status and shown config."""
+    return _URI_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """A copy of a config dict with secret values (passwords, hashes, tokens) and passwords
+    inside URIs masked. A secret left unset stays visibly unset ("")."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    if isinstance(value, str):
+        if _SECRET_KEY.search(key):
+            return MASK if value else ""
+        return redact_uri(value)
+    return value
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

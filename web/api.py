@@ -121,7 +121,7 @@ def filters():
 
 @bp.get("/config")
 def effective_config():
-    return jsonify(health.mask_secrets(config_mod.to_dict(current_app.config["APPLIANCE_CONFIG"])))
+    return jsonify(config_mod.mask_secrets(config_mod.to_dict(current_app.config["APPLIANCE_CONFIG"])))
 
 
 @bp.get("/live/<camera>.jpg")

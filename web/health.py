@@ -6,7 +6,6 @@ uptime) and decides liveness.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from pathlib import Path
@@ -14,9 +13,6 @@ from typing import Any, Protocol
 
 from appliance import metrics
 
-_SECRET_KEY = re.compile(r"pass|secret|token|private|credential", re.IGNORECASE)
-_URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)(?P<pw>[^@/\s]+)(?=@)", re.IGNORECASE)
-MASK = "********"
 
 
 class StatusProvider(Protocol):
@@ -66,17 +62,3 @@ def liveness(status: dict[str, Any], stale_after_s: float) -> tuple[bool, str]:
     if age > stale_after_s:
         return False, f"stale: no frame for {age:.1f} s (limit {stale_after_s:g} s)"
     return True, "ok"
-
-
-def mask_secrets(value: Any, key: str = "") -> Any:
-    """A copy with passwords, tokens and password hashes replaced, and the password part of
-    URIs (rtsp://user:pw@host) hidden."""
-    if isinstance(value, dict):
-        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(v, key) for v in value]
-    if _SECRET_KEY.search(key) and isinstance(value, str) and value:
-        return MASK
-    if isinstance(value, str):
-        return _URI_PASSWORD.sub(lambda m: m["head"] + MASK, value)
-    return value

@@ -31,7 +31,8 @@ from typing import Any, Iterator, Protocol
 import cv2
 import numpy as np
 
-from appliance.capture.source import SourceSpec, redact
+from appliance.capture.source import SourceSpec
+from appliance.config import redact_uri
 from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def open_reader(camera_id: str, spec: SourceSpec, settings: CaptureSettings) -> 
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(settings.read_timeout_s * 1000)]
         with FFMPEG.applied(camera_id):
             cap = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, params)
-        what = f"{redact(spec.target)} over {settings.rtsp_transport.upper()}"
+        what = f"{redact_uri(spec.target)} over {settings.rtsp_transport.upper()}"
     elif spec.kind in ("csi", "gst"):
         pipeline = (csi_pipeline(spec.target, settings.width, settings.height, settings.fps)
                     if spec.kind == "csi" else gst_pipeline(spec.target))

@@ -86,15 +86,6 @@ def parse_uri(uri: str, assets_dir: Path | None = None) -> SourceSpec:
     )
 
 
-def redact(uri: str) -> str:
-    """The URI without its password, for logs and status: rtsp://user:***@host/..."""
-    parsed = urlparse(uri)
-    if parsed.password is None:
-        return uri
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
-    return parsed._replace(netloc=netloc).geturl()
-
-
 def valid_image(img: np.ndarray | None) -> bool:
     return img is not None and img.ndim == 3 and img.shape[2] == 3 and img.size > 0
 

@@ -33,7 +33,8 @@ from appliance import metrics
 from appliance.capture.frame import Frame
 from appliance.capture.readers import (FFMPEG, CaptureSettings, Reader, SourceUnavailable, open_reader,
                                        rtsp_options)
-from appliance.capture.source import SourceSpec, redact, valid_image
+from appliance.capture.source import SourceSpec, valid_image
+from appliance.config import redact_uri
 from appliance.config import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -274,4 +275,4 @@ def supervise(cam: CameraConfig, spec: SourceSpec, deliver: Callable[[Frame, flo
         attempts.inc()
         return open_reader(cam.id, spec, settings)
 
-    return CameraSupervisor(cam.id, redact(cam.source), connect, deliver, policy, on_state, max_frames)
+    return CameraSupervisor(cam.id, redact_uri(cam.source), connect, deliver, policy, on_state, max_frames)

@@ -10,21 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
 from appliance import __version__
-from appliance.config import Config
+from appliance.config import Config, mask_secrets
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
-_SECRET_KEY = re.compile(r"password|secret|token", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", re.IGNORECASE)
-MASK = "***"
 
 
 class BadCommand(Exception):
@@ -39,19 +35,6 @@ class Reply:
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     snapshot: bytes | None = None  # published on the snapshot topic before the result
-
-
-def mask_secrets(value: Any, key: str = "") -> Any:
-    """The config as a dict, with passwords, hashes and URL credentials replaced by ***."""
-    if isinstance(value, dict):
-        return {k: mask_secrets(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_secrets(v, key) for v in value]
-    if isinstance(value, str):
-        if _SECRET_KEY.search(key):
-            return MASK if value else ""
-        return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}@", value)
-    return value
 
 
 def parse_since(value: Any) -> float:

@@ -17,7 +17,8 @@ from appliance.capture.frame import Frame
 from appliance.capture.hub import EndOfStream, FrameHub
 from appliance.capture.readers import (CaptureSettings, FfmpegOptions, JetsonReader, check_backend,
                                        csi_pipeline, gst_pipeline, open_reader, opencv_has_gstreamer)
-from appliance.capture.source import parse_uri, redact
+from appliance.capture.source import parse_uri
+from appliance.config import redact_uri
 from appliance.errors import ApplianceError
 
 
@@ -47,9 +48,9 @@ def test_parse_rejects_bad_live_uris(uri, message):
         parse_uri(uri)
 
 
-def test_redact_hides_the_password_only():
-    assert redact("rtsp://viewer:s3cret@10.0.0.5:554/s1") == "rtsp://viewer:***@10.0.0.5:554/s1"
-    assert redact("rtsp://10.0.0.5/s1") == "rtsp://10.0.0.5/s1"
+def test_redact_uri_hides_the_password_only():
+    assert redact_uri("rtsp://viewer:s3cret@10.0.0.5:554/s1") == "rtsp://viewer:***@10.0.0.5:554/s1"
+    assert redact_uri("rtsp://10.0.0.5/s1") == "rtsp://10.0.0.5/s1"
 
 
 def test_gstreamer_pipelines_end_in_a_bgr_appsink():

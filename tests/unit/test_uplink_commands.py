@@ -7,7 +7,8 @@ import pytest
 
 from appliance import config
 from appliance.errors import ApplianceError
-from appliance.uplink.commands import Commands, mask_secrets
+from appliance.config import mask_secrets
+from appliance.uplink.commands import Commands
 from appliance.uplink.messages import Topics
 from appliance.uplink.service import PASSWORD_ENV, link_settings
 

@@ -264,8 +264,8 @@ def test_healthz_fails_when_the_heartbeat_is_stale_or_the_pipeline_stopped(db_pa
 
 def test_effective_config_masks_secrets(client):
     cfg = client.get("/api/config").json
-    assert cfg["web"]["password_hash"] == "********"
-    assert cfg["cameras"][0]["source"] == "rtsp://viewer:********@10.0.0.5/stream"
+    assert cfg["web"]["password_hash"] == "***"
+    assert cfg["cameras"][0]["source"] == "rtsp://viewer:***@10.0.0.5/stream"
     assert cfg["device"]["id"] == "dev" and cfg["web"]["port"] == 8080
     assert "hunter2" not in client.get("/api/config").get_data(as_text=True)
 
