@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -132,18 +131,11 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    path = paths.status_path(paths.data_dir(args.data_dir))
-    try:
-        status = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ApplianceError(f"no status at {path} (is 'appliance run' using this data dir?)") from None
-    except (OSError, ValueError) as e:
-        raise ApplianceError(f"cannot read status {path}: {e}") from None
-    age = time.time() - status.get("written_at", 0)
+    status, age = paths.read_status(paths.data_dir(args.data_dir))
     if args.json:
         print(json.dumps({**status, "age_s": round(age, 1)}))
         return 0
-    state = "running" if status.get("running") and age < 60 else "stopped or stale"
+    state = "running" if status.get("running") and age < paths.STATUS_STALE_AFTER_S else "stopped or stale"
     print(f"appliance {status['version']}: {state}, status written {age:.0f} s ago, "
           f"uptime {status['uptime_s']:.0f} s, events stored {status['events_stored']}")
     m = status["model"]

@@ -8,7 +8,9 @@ one copy of the fetched weights and media.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import time
 from pathlib import Path
 from typing import IO
 
@@ -33,6 +35,22 @@ def db_path(data: Path) -> Path:
 
 def status_path(data: Path) -> Path:
     return data / "status.json"
+
+
+# status.json is rewritten every few seconds while the appliance runs; older means stopped.
+STATUS_STALE_AFTER_S = 60.0
+
+
+def read_status(data: Path) -> tuple[dict, float]:
+    """What the running appliance last wrote to status.json, and its age in seconds."""
+    path = status_path(data)
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ApplianceError(f"no status at {path} (is 'appliance run' using this data dir?)") from None
+    except (OSError, ValueError) as e:
+        raise ApplianceError(f"cannot read status {path}: {e}") from None
+    return status, time.time() - status.get("written_at", 0)
 
 
 def lock_data_dir(data: Path) -> IO[str]:

@@ -18,7 +18,6 @@ from appliance import paths
 from appliance.errors import ApplianceError
 from appliance.uplink.outbox import backlog
 
-STALE_AFTER_S = 60.0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -45,12 +44,12 @@ def _alive(pid: Any) -> bool:
 def _reported(data_dir) -> tuple[dict[str, Any] | None, float | None, bool]:
     """(the uplink's last status, its age in s, whether it is fresh)."""
     try:
-        status = json.loads(paths.status_path(data_dir).read_text())
-    except (OSError, ValueError):
+        status, age = paths.read_status(data_dir)
+    except ApplianceError:
         return None, None, False
     svc = status.get("services", {}).get("uplink")
-    age = time.time() - status.get("written_at", 0)
-    fresh = bool(svc) and status.get("running", False) and age < STALE_AFTER_S and _alive(svc.get("pid"))
+    fresh = (bool(svc) and status.get("running", False) and age < paths.STATUS_STALE_AFTER_S
+             and _alive(svc.get("pid")))
     return svc, age, fresh
 
 
