@@ -17,6 +17,7 @@ from appliance import __version__, paths
 from appliance import config as config_mod
 from appliance import log as log_setup
 from appliance.errors import ApplianceError
+from appliance.times import parse_time
 
 log = logging.getLogger("appliance")
 
@@ -97,14 +98,9 @@ def _cmd_track(args: argparse.Namespace) -> int:
 
 def _parse_since(text: str) -> float:
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text)
+        return parse_time(text)
     except ValueError:
         raise ApplianceError(f"--since: expected unix seconds or an ISO 8601 time, got {text!r}") from None
-    return (dt if dt.tzinfo else dt.astimezone()).timestamp()
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
@@ -118,12 +114,12 @@ def _cmd_events(args: argparse.Namespace) -> int:
     for e in events:
         if args.json:
             print(json.dumps(e, separators=(",", ":")))
-        elif "state" in e:  # camera, adaptive, power: a state change (docs/events.md)
-            when = datetime.fromtimestamp(e["ts"], timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+            continue
+        when = datetime.fromtimestamp(e["ts"], timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        if "state" in e:  # camera, adaptive, power: a state change (docs/events.md)
             print(f"{e['id']:<24} {when}  {e['camera'] or '-':<10} {e['type']:<8} "
                   f"{e['previous']} -> {e['state']}: {e['reason']}")
         else:
-            when = datetime.fromtimestamp(e["ts"], timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
             box = ",".join(f"{v:.0f}" for v in e["box"])
             print(f"{e['id']:<24} {when}  {e['camera']:<10} {e['type']:<6} track={e['track_id']:<5} "
                   f"{e['label']:<10} {e['score']:.2f}  [{box}]")

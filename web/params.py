@@ -6,8 +6,9 @@ parameter, what was expected and what came.
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Callable, Mapping
+
+from appliance.times import parse_time
 
 
 class BadParam(ValueError):
@@ -17,13 +18,9 @@ class BadParam(ValueError):
 def time_value(name: str, text: str) -> float:
     """Unix seconds, or an ISO 8601 time (local time of the device when no zone is given)."""
     try:
-        value = float(text)
+        value = parse_time(text)
     except ValueError:
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise BadParam(f"{name}: expected unix seconds or an ISO 8601 time, got {text!r}") from None
-        value = (dt if dt.tzinfo else dt.astimezone()).timestamp()
+        raise BadParam(f"{name}: expected unix seconds or an ISO 8601 time, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise BadParam(f"{name}: expected a time after 1970, got {text!r}")
     return value

@@ -12,11 +12,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Callable
 
 from appliance import __version__
 from appliance.config import Config, mask_secrets
+from appliance.times import parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,9 @@ def parse_since(value: Any) -> float:
         return float(value)
     if isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_iso(value)
         except ValueError:
             raise BadCommand(f"resync: 'since' must be unix seconds or an ISO 8601 time, got {value!r}") from None
-        return (dt if dt.tzinfo else dt.astimezone()).timestamp()
     raise BadCommand(f"resync: 'since' must be unix seconds or an ISO 8601 time, got {type(value).__name__}")
 
 
