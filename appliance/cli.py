@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,14 +26,25 @@ log = logging.getLogger("appliance")
 def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.pipeline import Pipeline  # heavy imports only for the commands that need them
 
-    cfg = config_mod.load(args.config)
+    warnings: list[str] = []  # files the config names are checked here as in `config check`
+    cfg = config_mod.load(args.config, paths.assets_dir(), warnings=warnings)
     log_setup.setup(cfg.log.level)
+    for warning in warnings:
+        log.warning("config: %s", warning)
     if args.loop:
         for cam in cfg.cameras:
-            cam.loop = True
+            cam.loop = True  # validated on assignment, like the file
     data = paths.data_dir(args.data_dir)
     log.info("appliance %s: data directory %s, config %s", __version__, data, args.config or "built-in demo")
-    pipeline = Pipeline(cfg, data, fast=args.fast, max_frames=args.max_frames)
+    stop = threading.Event()  # a signal during the start (model loading) stops right after it
+
+    def on_signal(signum, _frame):
+        log.info("received %s: stopping after flushing what is in flight", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    pipeline = Pipeline(cfg, data, fast=args.fast, max_frames=args.max_frames, stop_event=stop)
     # Services beside the pipeline (uplink, web) are appended to pipeline.services here.
     if cfg.web.enabled:
         from web.service import WebService
@@ -41,14 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from appliance.uplink.service import Uplink
         pipeline.services.append(Uplink(cfg, data, pipeline))
     from appliance.control.power import PowerService  # a dry run where there is nothing to control
-    pipeline.services.append(PowerService(cfg.power, data, on_change=pipeline.record_state))
-
-    def on_signal(signum, _frame):
-        log.info("received %s: stopping after flushing what is in flight", signal.Signals(signum).name)
-        pipeline.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    pipeline.services.append(PowerService(cfg.power, data, on_change=pipeline.sink.state))
     pipeline.run()
     return 0
 
@@ -63,7 +68,7 @@ def _cmd_passwd(args: argparse.Namespace) -> int:
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from appliance.assets import fetch
 
-    dest = paths.assets_dir(paths.data_dir(args.data_dir))
+    dest = paths.assets_dir()  # one cache for every data directory
     groups = ("default", "test") if args.test_assets else ("default",)
     for p in fetch(dest, groups):
         print(p)
@@ -71,21 +76,43 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.file)
-    sys.stdout.write(f"# {args.file}: valid; effective config:\n")
-    sys.stdout.write(config_mod.dump(cfg))
+    warnings: list[str] = []
+    try:
+        cfg = config_mod.load(args.file, paths.assets_dir(), files="warn" if args.no_files else "error",
+                              warnings=warnings)
+    finally:
+        for warning in warnings:
+            print(f"appliance: warning: {warning}", file=sys.stderr)
+    shown = "secrets shown" if args.show_secrets else "secrets masked"
+    sys.stdout.write(f"# {args.file}: valid; effective config ({shown}):\n")
+    sys.stdout.write(config_mod.dump(cfg, secrets=args.show_secrets))
+    return 0
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **config_mod.Config.model_json_schema()}
+    print(json.dumps(schema, indent=2, ensure_ascii=False))
     return 0
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from appliance.detect import load_detector, run_images
+    from appliance.detect import load_detector, load_manifest, run_images
+    from appliance.detect.threads import auto_threads
 
     cfg = config_mod.load(args.config)
     d = cfg.detect
+    assets = paths.assets_dir()
+    threads = d.threads
+    if threads == "auto":
+        # A few images do not repay a measurement: what `appliance run` measured with this
+        # data dir and model, else every usable core (nothing else competes for them here).
+        threads = auto_threads(load_manifest(args.model or d.model, assets), d.backend,
+                               paths.data_dir(args.data_dir), measure_now=False)
     detector = load_detector(
-        args.model or d.model, paths.assets_dir(paths.data_dir(args.data_dir)), backend=d.backend,
+        args.model or d.model, assets, backend=d.backend,
         threshold=d.threshold if args.threshold is None else args.threshold,
-        classes=None if args.all_classes else (d.classes or None), threads=d.threads)
+        classes=None if args.all_classes else (d.classes or None), threads=threads)
     return run_images(args.images, detector, sys.stdout, sys.stderr)
 
 
@@ -174,7 +201,8 @@ _port = _int_arg(0, 65535, "a TCP port 0-65535")
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="database and caches (default: $APPLIANCE_DATA_DIR or ./data)")
+    common.add_argument("--data-dir", help="database, status and lock (default: $APPLIANCE_DATA_DIR or ./data); "
+                        "the asset cache is separate (docs/assets.md)")
     p = argparse.ArgumentParser(prog="appliance", description="Edge video-analytics appliance")
     p.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,9 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="config tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
-    check = cfg_sub.add_parser("check", help="validate a config file and print the effective config")
+    check = cfg_sub.add_parser(
+        "check", help="validate a config file and print the effective config",
+        description="Validate a config file the way `appliance run` does, files it names included "
+                    "(video files, the model, TLS files), and print the effective config, defaults "
+                    "included. Secrets are masked unless --show-secrets.")
     check.add_argument("file")
+    check.add_argument("--no-files", action="store_true",
+                       help="files the config names that are missing here are warnings, not errors "
+                            "(for a config meant for another machine)")
+    check.add_argument("--show-secrets", action="store_true",
+                       help="print uplink.password, web.password_hash and camera URL passwords as they "
+                            "are (the output then loads back to the same config)")
     check.set_defaults(func=_cmd_config_check)
+    schema = cfg_sub.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(func=_cmd_config_schema)
 
     det = sub.add_parser("detect", parents=[common], help="detect objects in images (JSON lines)")
     det.add_argument("images", nargs="+")

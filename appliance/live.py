@@ -1,44 +1,35 @@
 """The latest picture of each camera, annotated and JPEG-encoded only when someone asks.
 
-The tracking thread hands over references to the latest frame and its tracks, which
-costs nothing per frame. Drawing and encoding happen in the caller's thread (a dashboard
+The track stage hands over a reference to each camera's latest FrameResult, which costs
+nothing per frame. Drawing and encoding happen in the caller's thread (a dashboard
 viewer, an MQTT snapshot command) and are cached per frame, so many viewers of one
 camera share one encoding and nobody watching means no encoding at all.
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from appliance.capture.frame import Frame
 from appliance.detect.detector import label_name
-from appliance.track.sort import Track
+from appliance.result import FrameResult
 
 _COLOURS = [(86, 180, 233), (230, 159, 0), (0, 158, 115), (240, 228, 66), (0, 114, 178),
             (213, 94, 0), (204, 121, 167)]  # colour-blind-safe palette (BGR order is fine here)
-
-
-@dataclass(frozen=True)
-class _Latest:
-    frame: Frame
-    tracks: Sequence[Track]
-    track_id_base: int
 
 
 class LiveView:
     def __init__(self, labels: Sequence[str], quality: int = 80):
         self.labels = labels
         self.quality = quality
-        self._latest: dict[str, _Latest] = {}
+        self._latest: dict[str, FrameResult] = {}
         self._cache: dict[str, tuple[int, bytes]] = {}
         self._lock = threading.Lock()
 
-    def update(self, frame: Frame, tracks: Sequence[Track], track_id_base: int = 0) -> None:
-        self._latest[frame.camera_id] = _Latest(frame, tracks, track_id_base)
+    def update(self, result: FrameResult) -> None:
+        self._latest[result.camera_id] = result
 
     def cameras(self) -> list[str]:
         return sorted(self._latest)
@@ -61,16 +52,15 @@ class LiveView:
             self._cache[camera] = (latest.frame.seq, data)
             return data
 
-    def _draw(self, latest: _Latest) -> np.ndarray:
+    def _draw(self, latest: FrameResult) -> np.ndarray:
         img = latest.frame.image.copy()  # the frame itself is shared with the pipeline
         h, w = img.shape[:2]
         scale = max(0.4, min(w, h) / 900)
         for t in latest.tracks:
-            tid = latest.track_id_base + t.id
-            colour = _COLOURS[tid % len(_COLOURS)]
+            colour = _COLOURS[t.id % len(_COLOURS)]
             x1, y1, x2, y2 = (int(v) for v in np.clip(t.xyxy, 0, [w - 1, h - 1, w - 1, h - 1]))
             cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
-            text = f"{tid} {label_name(self.labels, int(t.class_id))}"
+            text = f"{t.id} {label_name(self.labels, int(t.class_id))}"
             (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
             ty = max(y1, th + 4)
             cv2.rectangle(img, (x1, ty - th - 4), (x1 + tw + 4, ty), colour, -1)

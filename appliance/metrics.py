@@ -15,7 +15,9 @@ FRAMES = Counter("appliance_frames_total", "Frames that went through the tracker
 FRAMES_DROPPED = Counter("appliance_frames_dropped_total",
                          "Frames dropped because the detector was busy (latest wins)", ["camera"])
 FRAMES_CORRUPT = Counter("appliance_frames_corrupt_total",
-                         "Frames that could not be decoded or processed, skipped", ["camera"])
+                         "Frames that could not be decoded, skipped", ["camera"])
+FRAMES_DETECT_FAILED = Counter("appliance_frames_detect_failed_total",
+                               "Frames skipped because the detector failed on them", ["camera"])
 DECODE_SECONDS = Histogram("appliance_decode_seconds", "Time to read and decode one frame",
                            ["camera"], buckets=_BUCKETS)
 INFERENCE_SECONDS = Histogram("appliance_inference_seconds",
@@ -30,6 +32,24 @@ LIVE_TRACKS = Gauge("appliance_live_tracks", "Tracks currently reported", ["came
 QUEUE_DEPTH = Gauge("appliance_queue_depth", "Items waiting between stages", ["queue"])
 EVENTS = Counter("appliance_events_total", "Events produced", ["type"])
 EVENTS_STORED = Counter("appliance_events_stored_total", "Events committed to SQLite")
+# Store: write failures, the low-disk guard, and latency from capture to commit
+# (appliance/store/writer.py, appliance/store/disk.py).
+STORE_WRITE_FAILURES = Counter("appliance_store_write_failures_total",
+                               "SQLite transactions writing events that failed (and were retried)")
+STORE_EVENTS_UNWRITTEN = Counter(
+    "appliance_store_events_unwritten_total",
+    "Events handed to the writer that were never written: given up at shutdown, or discarded "
+    "from memory past the store's pending limit while writes failed")
+STORE_DISK_STATE = Gauge("appliance_store_disk_state",
+                         "1 for the data disk's current state: ok, low (under the reserve, pruning), "
+                         "full (writes fail for lack of space)", ["state"])
+STORE_EVENTS_PRUNED = Counter("appliance_store_events_pruned_total",
+                              "Events deleted by the low-disk guard to keep the reserve free",
+                              ["sent"])
+CAPTURE_TO_COMMIT_SECONDS = Histogram(
+    "appliance_capture_to_commit_seconds",
+    "From the capture of a frame to the commit of the events it caused, once per frame with events",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 7.5, 10.0))
 HEARTBEAT = Gauge("appliance_heartbeat_timestamp_seconds",
                   "Unix time a frame last left the tracker")
 BUILD = Info("appliance_build", "Software and model versions")

@@ -1,9 +1,13 @@
 """Where the appliance keeps its files.
 
-The data directory holds the SQLite database and the asset cache. It comes from
---data-dir, else $APPLIANCE_DATA_DIR, else ./data. The asset cache may be moved on its
-own with $APPLIANCE_ASSETS_DIR, so that many data directories (tests, benches) share
-one copy of the fetched weights and media.
+The data directory holds the SQLite database, status.json and the lock. It comes from
+--data-dir, else $APPLIANCE_DATA_DIR, else ./data.
+
+The asset cache (fetched weights and media, `appliance fetch`) does not depend on the
+data directory: every data directory (a device's, a test's, a benchmark's temporary one)
+uses the same cache. It is $APPLIANCE_ASSETS_DIR when set; else, in a source checkout,
+`<checkout>/data/assets` whatever the working directory or --data-dir; else (an installed
+package on a device) /var/lib/appliance/assets.
 """
 from __future__ import annotations
 
@@ -16,17 +20,37 @@ from typing import IO
 
 from appliance.errors import ApplianceError
 
+# The directory above the package: a source checkout when it holds pyproject.toml and models/.
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 # Model manifests ship in the source tree beside the package (models/<name>/model.yaml).
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = PACKAGE_PARENT / "models"
+# The asset cache of an installed (non-checkout) appliance.
+DEVICE_ASSETS_DIR = Path("/var/lib/appliance/assets")
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("APPLIANCE_DATA_DIR") or "data").resolve()
 
 
-def assets_dir(data: Path) -> Path:
+def checkout_dir() -> Path | None:
+    """The source checkout this package runs from, or None for an installed package."""
+    root = PACKAGE_PARENT
+    return root if (root / "pyproject.toml").is_file() and (root / "models").is_dir() else None
+
+
+def assets_dir(_ignored: object = None) -> Path:
+    """The asset cache: $APPLIANCE_ASSETS_DIR, else <checkout>/data/assets in a source
+    checkout, else /var/lib/appliance/assets. Never depends on the data directory or the
+    working directory, so `appliance fetch` once serves every --data-dir.
+
+    Call it with no argument. (An argument, from callers that still pass the data
+    directory, is accepted and ignored.)
+    """
     env = os.environ.get("APPLIANCE_ASSETS_DIR")
-    return Path(env).resolve() if env else data / "assets"
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = checkout_dir()
+    return (checkout / "data" / "assets").resolve() if checkout is not None else DEVICE_ASSETS_DIR
 
 
 def db_path(data: Path) -> Path:

@@ -1,27 +1,27 @@
 """Shared fixtures: the real, hash-verified assets, fetched once per session."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from appliance import paths
 from appliance.assets import fetch
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def assets_dir() -> Path:
-    path = Path(os.environ.get("APPLIANCE_ASSETS_DIR") or REPO / "data" / "assets")
+    """The asset cache the appliance itself resolves (paths.assets_dir(): $APPLIANCE_ASSETS_DIR,
+    else <checkout>/data/assets), with the test-only assets too."""
+    path = paths.assets_dir()
     fetch(path, ("default", "test"))
     return path
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path, assets_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh data directory that shares the session's asset cache."""
-    monkeypatch.setenv("APPLIANCE_ASSETS_DIR", str(assets_dir))
+    """A fresh data directory (not created yet). The asset cache does not depend on it:
+    the appliance finds the session's cache from any data directory."""
     monkeypatch.delenv("APPLIANCE_DATA_DIR", raising=False)
     # `appliance run` serves the dashboard: on a free port, so runs never collide on 8080.
     monkeypatch.setenv("APPLIANCE_WEB_PORT", "0")

@@ -37,7 +37,8 @@ def serve(port: int, fps: int, width: int, height: int, protocols: str = "all") 
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(
         f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},"
-        f"framerate={fps}/1 ! videoconvert ! video/x-raw,format=I420 ! jpegenc quality=70 ! rtpjpegpay name=pay0 pt=26 )")
+        f"framerate={fps}/1 ! videoconvert ! video/x-raw,format=I420 ! jpegenc quality=70 "
+        "! rtpjpegpay name=pay0 pt=26 )")
     factory.set_shared(True)  # one pipeline for every client, like a camera
     lower = {"tcp": GstRtsp.RTSPLowerTrans.TCP, "udp": GstRtsp.RTSPLowerTrans.UDP}
     if protocols in lower:  # a camera that only speaks one transport

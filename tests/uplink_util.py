@@ -110,7 +110,7 @@ class Appliance:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"appliance did not finish within {timeout} s:\n{self.text()[-3000:]}")
+            raise AssertionError(f"appliance did not finish within {timeout} s:\n{self.text()[-3000:]}") from None
 
     def terminate(self, timeout: float = 60) -> int:
         self.proc.send_signal(signal.SIGTERM)

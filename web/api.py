@@ -1,6 +1,7 @@
 """The JSON API under /api/: everything the dashboard shows, for scripts too.
 
-GET /api/status                 health: per camera, device, services (uplink, power, web)
+GET /api/status                 health: per camera, device, disk (state ok | low | full), services
+                                (uplink, power, web)
 GET /api/events?camera&label&type&since&until&before&limit
                                 events newest first, as stored; `next_before` pages on
 GET /api/counts?since&until&bucket&camera
@@ -20,6 +21,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from appliance import config as config_mod
+from appliance.events.types import TRACK_TYPES
 from appliance.store import queries
 from appliance.store.db import open_db
 from web import health, params
@@ -27,7 +29,7 @@ from web.params import BadParam
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-EVENT_TYPES = ("new", "update", "end")
+EVENT_TYPES = TRACK_TYPES  # the events table and its filter list track events
 MAX_BUCKETS = 2000
 LABELS_LOOKBACK_S = 7 * 86400
 

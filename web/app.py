@@ -15,7 +15,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from appliance import __version__, metrics
-from appliance.config import Config
+from appliance.config import Config, secret_value
 from appliance.live import LiveView
 from web import api, auth, health
 from web.auth import FailedLogins
@@ -49,7 +49,7 @@ def create_app(cfg: Config, status: StatusProvider, db_path: Path, live: LiveVie
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         MAX_CONTENT_LENGTH=16 * 1024,  # nothing posted here is larger than a login form
         APPLIANCE_CONFIG=cfg,
-        APPLIANCE_PASSWORD_HASH=cfg.web.password_hash,
+        APPLIANCE_PASSWORD_HASH=secret_value(cfg.web.password_hash),  # "": no login
         APPLIANCE_DATA_DIR=data_dir or db_path.parent,
     )
     CSRFProtect(app)

@@ -13,11 +13,11 @@ import time
 from collections import deque
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, Response, current_app, jsonify, redirect, render_template, request,
-                   session, url_for)
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from appliance import metrics
+from appliance.config.web import is_password_hash  # noqa: F401  the config checks the form
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
@@ -30,10 +30,6 @@ PUBLIC_ENDPOINTS = {"auth.login", "healthz", "metrics", "static"}
 def hash_password(password: str) -> str:
     """Salted scrypt hash (werkzeug's default method), the form kept in web.password_hash."""
     return generate_password_hash(password)
-
-
-def is_password_hash(text: str) -> bool:
-    return text.split(":", 1)[0] in ("scrypt", "pbkdf2") and text.count("$") == 2
 
 
 class FailedLogins:

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 from appliance import metrics
 
 
-
 class StatusProvider(Protocol):
     """Anything with the pipeline's status() (the Pipeline itself, or a stand-in in tests)."""
 
@@ -40,25 +39,47 @@ def system_uptime_s() -> float | None:
 
 
 def snapshot(status: dict[str, Any], data_dir: Path, db_path: Path) -> dict[str, Any]:
-    """The pipeline's status plus disk, database size and system uptime."""
+    """The pipeline's status plus disk, database size and system uptime.
+
+    `disk` joins the store's disk guard (status["disk"]: state ok | low | full, free_bytes
+    counting SQLite's free pages, reserve_bytes) with what the host says now (path, total,
+    used, free on the file system); the host's fresh figures win where both have one."""
     try:
         db_bytes = db_path.stat().st_size
     except OSError:
         db_bytes = None
-    return {**status, "disk": disk(data_dir), "database_bytes": db_bytes,
+    guard = status.get("disk") if isinstance(status.get("disk"), dict) else {}
+    return {**status, "disk": {**guard, **disk(data_dir)}, "database_bytes": db_bytes,
             "system_uptime_s": system_uptime_s(), "now": time.time()}
+
+
+def disk_trouble(status: dict[str, Any]) -> str | None:
+    """Why the disk makes the appliance unhealthy, or None: `full` means writes to the
+    database are failing for lack of space (appliance/store/disk.py)."""
+    d = status.get("disk")
+    if not isinstance(d, dict) or d.get("state") != "full":
+        return None
+    free, reserve = d.get("free_bytes"), d.get("reserve_bytes")
+    parts = [f"{free} bytes free" if free is not None else None,
+             f"reserve {reserve} bytes" if reserve else None, d.get("error")]
+    detail = "; ".join(p for p in parts if p)
+    return "disk full: events cannot be written to the database" + (f" ({detail})" if detail else "")
 
 
 def liveness(status: dict[str, Any], stale_after_s: float) -> tuple[bool, str]:
     """(alive, reason) for /healthz.
 
-    Alive means the pipeline is running and a frame left the tracker within the last
-    `stale_after_s` seconds. A pipeline that has stopped (its files ended, or a stop was
-    requested) is not alive: it is about to exit and a supervisor should know.
+    Alive means the pipeline is running, a frame left the tracker within the last
+    `stale_after_s` seconds, and events can be written (the disk is not `full`). A
+    pipeline that has stopped (its files ended, or a stop was requested) is not alive: it
+    is about to exit and a supervisor should know.
     """
     age = float(status.get("heartbeat_age_s", float("inf")))
     if not status.get("running", False):
         return False, "stopped"
+    trouble = disk_trouble(status)
+    if trouble:
+        return False, trouble
     if age > stale_after_s:
         return False, f"stale: no frame for {age:.1f} s (limit {stale_after_s:g} s)"
     return True, "ok"

@@ -15,13 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from appliance import config as config_mod
+from appliance.config.loader import YamlProblem, read_text
 from appliance.errors import ApplianceError
 from web.auth import hash_password
 
@@ -46,9 +46,11 @@ def read_password(from_stdin: bool, stdin: TextIO = sys.stdin) -> str:
 def write_password_hash(path: Path, password_hash: str) -> None:
     """Set web.password_hash in the YAML file at `path` (created if missing)."""
     try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        text = read_text(path) if path.exists() else ""
     except OSError as e:
         raise ApplianceError(f"config {path}: cannot read: {e.strerror or e}") from None
+    except YamlProblem as e:
+        raise ApplianceError(f"config {path}: {'; '.join(e.lines)}") from None
     rt = YAML()  # round-trip: keeps comments, key order and quoting
     rt.preserve_quotes = True
     rt.width = 4096  # the hash stays on one line
@@ -73,7 +75,7 @@ def write_password_hash(path: Path, password_hash: str) -> None:
     out = io.StringIO()
     rt.dump(data, out)
     new_text = out.getvalue()
-    config_mod.from_dict(yaml.safe_load(new_text), str(path))  # the whole file must still be valid
+    config_mod.from_text(new_text, str(path))  # the whole file must still be valid
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -4,7 +4,8 @@ Each camera has a small slot. A live camera never waits for the detector: when i
 is full the oldest frame is dropped and counted (latest wins), so the detector always
 sees the freshest picture. A file played fast instead waits for room, so every frame is
 processed (benchmarks, backfill). The detector takes frames from all cameras in turn,
-one at a time (`get`) or the oldest of every camera at once (`get_batch`).
+one at a time (`get`) or the oldest of every camera at once (`get_batch`). `put` tells
+the camera what happened to its frame, so the capture stage counts its own drops.
 """
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ class EndOfStream:
 
 Item = Union[Frame, EndOfStream]
 
+# What put() did with the item.
+ACCEPTED = "accepted"
+REPLACED_OLDEST = "replaced-oldest"  # the slot was full: its oldest frame was dropped
+CLOSED = "closed"  # the hub is closed: nothing more is taken
+
 
 class FrameHub:
     def __init__(self) -> None:
@@ -37,7 +43,6 @@ class FrameHub:
         self._order: list[str] = []
         self._next = 0
         self._closed = False
-        self.dropped: dict[str, int] = {}
 
     def add_camera(self, camera_id: str, latest_wins: bool, capacity: int = 2) -> None:
         with self._lock:
@@ -46,28 +51,28 @@ class FrameHub:
             self._capacity[camera_id] = capacity
             self._latest_wins[camera_id] = latest_wins
             self._order.append(camera_id)
-            self.dropped[camera_id] = 0
 
     def depth(self, camera_id: str) -> int:
         return len(self._slots[camera_id])
 
-    def put(self, item: Item) -> bool:
-        """Hand over a frame or an end-of-stream mark; False once the hub is closed."""
+    def put(self, item: Item) -> str:
+        """Hand over a frame or an end-of-stream mark: ACCEPTED, REPLACED_OLDEST or CLOSED."""
         cam = item.camera_id
+        outcome = ACCEPTED
         with self._lock:
             slot = self._slots[cam]
             if isinstance(item, Frame) and len(slot) >= self._capacity[cam]:
                 if self._latest_wins[cam]:
                     slot.popleft()
-                    self.dropped[cam] += 1
+                    outcome = REPLACED_OLDEST
                 else:
                     self._room[cam].wait_for(
                         lambda: self._closed or len(slot) < self._capacity[cam])
             if self._closed:
-                return False
+                return CLOSED
             slot.append(item)
             self._items.notify_all()
-            return True
+            return outcome
 
     def _ready(self) -> bool:
         return self._closed or any(self._slots.values())

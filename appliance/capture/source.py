@@ -19,13 +19,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-from urllib.parse import urlparse
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
 from appliance.capture.frame import Frame
+from appliance.config import classify_source
 from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
@@ -48,42 +48,22 @@ class SourceSpec:
         return self.kind in LIVE_KINDS
 
 
+_BACKENDS = {"file": cv2.CAP_FFMPEG, "rtsp": cv2.CAP_FFMPEG, "v4l2": cv2.CAP_V4L2,
+             "csi": cv2.CAP_GSTREAMER, "gst": cv2.CAP_GSTREAMER, "jetson": cv2.CAP_ANY}
+
+
 def parse_uri(uri: str, assets_dir: Path | None = None) -> SourceSpec:
-    if uri.startswith("jetson:"):
-        inner = uri[len("jetson:"):]
-        if not inner:
-            raise ApplianceError(f"source {uri!r}: expected jetson:URI, e.g. jetson:csi://0")
-        return SourceSpec("jetson", inner, cv2.CAP_ANY)
-    if uri.startswith("gst:") or " ! " in uri:
-        pipeline = uri[len("gst:"):].strip() if uri.startswith("gst:") else uri.strip()
-        if not pipeline:
-            raise ApplianceError(f"source {uri!r}: expected gst:PIPELINE")
-        return SourceSpec("gst", pipeline, cv2.CAP_GSTREAMER)
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower()
-    if scheme == "asset":
+    """The kind and target of a source URI; its syntax rules are the config's
+    (config.classify_source), which checked cameras[].source when it loaded."""
+    try:
+        kind, target = classify_source(uri)
+    except ValueError as e:
+        raise ApplianceError(f"source {uri!r}: {e}") from None
+    if kind == "asset":
         if assets_dir is None:
             raise ApplianceError(f"source {uri!r}: asset: URIs need the asset directory")
-        return SourceSpec("file", str(assets_dir / parsed.path), cv2.CAP_FFMPEG)
-    if scheme == "file":
-        return SourceSpec("file", parsed.path, cv2.CAP_FFMPEG)
-    if scheme in ("rtsp", "rtsps"):
-        return SourceSpec("rtsp", uri, cv2.CAP_FFMPEG)
-    if scheme == "v4l2":
-        if not parsed.path.startswith("/dev/video"):
-            raise ApplianceError(f"source {uri!r}: expected v4l2:///dev/videoN")
-        return SourceSpec("v4l2", parsed.path, cv2.CAP_V4L2)
-    if scheme == "csi":
-        sensor = parsed.netloc or parsed.path.strip("/")
-        if not sensor.isdigit():
-            raise ApplianceError(f"source {uri!r}: expected csi://N (N: the sensor id, 0, 1, ...)")
-        return SourceSpec("csi", sensor, cv2.CAP_GSTREAMER)
-    if scheme == "" or len(scheme) == 1:  # a plain path (or a Windows drive letter)
-        return SourceSpec("file", uri, cv2.CAP_FFMPEG)
-    raise ApplianceError(
-        f"source {uri!r}: unsupported scheme {scheme!r} (supported: a path, file://, asset:, "
-        "rtsp://, v4l2://, csi://, gst:, jetson:)"
-    )
+        kind, target = "file", str(assets_dir / target)
+    return SourceSpec(kind, target, _BACKENDS[kind])
 
 
 def valid_image(img: np.ndarray | None) -> bool:
@@ -99,7 +79,11 @@ class VideoSource:
     """
 
     def __init__(self, camera_id: str, uri: str, assets_dir: Path | None = None,
-                 realtime: bool = True, loop: bool = False):
+                 realtime: bool = True, loop: bool = False,
+                 clock: Callable[[], float] = time.monotonic,
+                 wait: Callable[[threading.Event, float], bool] | None = None):
+        """clock and wait(stop, seconds) (True when stop is set) pace realtime playback;
+        tests pass fake ones. Frames always carry the real times."""
         self.camera_id = camera_id
         self.uri = uri
         self.spec = parse_uri(uri, assets_dir)
@@ -109,6 +93,8 @@ class VideoSource:
         self.fps = 0.0
         self.last_read_s = 0.0  # time the last read (decode) took
         self._cap: cv2.VideoCapture | None = None
+        self._clock = clock
+        self._wait = wait or (lambda stop, seconds: stop.wait(seconds))
 
     @property
     def is_file(self) -> bool:
@@ -144,7 +130,7 @@ class VideoSource:
         assert cap is not None
         period = 1.0 / self.fps if (self.is_file and self.realtime and self.fps > 0) else 0.0
         seq, failures, decoded_this_pass = 0, 0, 0
-        next_due = time.monotonic()
+        next_due = self._clock()
         pending: np.ndarray | None = self._first
         while not stop.is_set() and (max_frames is None or seq < max_frames):
             if pending is not None:
@@ -174,10 +160,10 @@ class VideoSource:
             decoded_this_pass += 1
             if period:
                 # Pace like a camera: a frame is "captured" when it is due, never early.
-                delay = next_due - time.monotonic()
-                if delay > 0 and stop.wait(delay):
+                delay = next_due - self._clock()
+                if delay > 0 and self._wait(stop, delay):
                     break
-                next_due = max(next_due + period, time.monotonic() - period)
+                next_due = max(next_due + period, self._clock() - period)
             yield Frame(img, self.camera_id, seq, time.monotonic(), time.time())
             seq += 1
 

@@ -31,11 +31,9 @@ from typing import Callable
 
 from appliance import metrics
 from appliance.capture.frame import Frame
-from appliance.capture.readers import (FFMPEG, CaptureSettings, Reader, SourceUnavailable, open_reader,
-                                       rtsp_options)
+from appliance.capture.readers import FFMPEG, CaptureSettings, Reader, SourceUnavailable, open_reader, rtsp_options
 from appliance.capture.source import SourceSpec, valid_image
-from appliance.config import redact_uri
-from appliance.config import CameraConfig
+from appliance.config import CameraConfig, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +58,13 @@ class SupervisorPolicy:
 
 
 class _Connection:
-    def __init__(self, gen: int):
+    def __init__(self, gen: int, started: float):
         self.gen = gen
         self.cancel = threading.Event()
         self.lock = threading.Lock()  # makes "cancelled?" and "hand the frame on" one step
-        self.started = time.monotonic()
+        self.started = started  # on the supervisor's clock
         self.frames = 0
-        self.last_frame = 0.0  # monotonic time of the last frame handed on
+        self.last_frame = 0.0  # when the last frame was handed on, on the supervisor's clock
         self.ended: str | None = None  # why the reader stopped by itself
         self.thread: threading.Thread | None = None
 
@@ -81,13 +79,18 @@ class CameraSupervisor:
     `connect()` opens one connection (a Reader) or raises SourceUnavailable. `on_state`
     is called on the supervisor thread as `on_state(state, previous, reason)` for every
     change of state. `run(stop)` returns when stop is set or `max_frames` were read.
+
+    `clock` (monotonic seconds) is what the timeouts are measured on, and
+    `wait(stop, seconds)` (True when stop is set) spaces the attempts; tests pass fake ones
+    to drive the timing exactly. Frames always carry the real read times.
     """
 
     def __init__(self, camera_id: str, description: str, connect: Callable[[], Reader],
                  deliver: Callable[[Frame, float], bool], policy: SupervisorPolicy,
                  on_state: Callable[[str, str, str], None] | None = None,
                  max_frames: int | None = None, rng: random.Random | None = None,
-                 tick_s: float = 0.05):
+                 tick_s: float = 0.05, clock: Callable[[], float] = time.monotonic,
+                 wait: Callable[[threading.Event, float], bool] | None = None):
         self.camera_id = camera_id
         self.description = description
         self.policy = policy
@@ -97,6 +100,8 @@ class CameraSupervisor:
         self._max_frames = max_frames
         self._rng = rng or random.Random()
         self._tick_s = tick_s
+        self._clock = clock
+        self._wait = wait or (lambda stop, seconds: stop.wait(seconds))
         self.state = "connecting"
         self.reason = "starting"
         self.since = time.time()
@@ -123,7 +128,7 @@ class CameraSupervisor:
                 if hung >= self.policy.max_hung_readers:
                     self._set_state("failed", f"{hung} reads stuck in the capture backend; "
                                               "waiting for one to return")
-                    stop.wait(self.policy.stall_timeout_s)
+                    self._wait(stop, self.policy.stall_timeout_s)
                     continue
                 conn = self._start_connection()
                 reason = self._watch(conn, stop)
@@ -139,7 +144,7 @@ class CameraSupervisor:
                 delay = self.policy.backoff_s(failures - 1, self._rng)
                 log.debug("camera %s: attempt %d ended (%s); next in %.2f s",
                           self.camera_id, self.attempts, reason, delay)
-                if stop.wait(delay):
+                if self._wait(stop, delay):
                     break
         finally:
             for c in self._conns:
@@ -150,7 +155,7 @@ class CameraSupervisor:
     def _start_connection(self) -> _Connection:
         self._gen += 1
         self.attempts += 1
-        conn = _Connection(self._gen)
+        conn = _Connection(self._gen, self._clock())
         conn.thread = threading.Thread(target=self._read, args=(conn,),
                                        name=f"capture-{self.camera_id}", daemon=True)
         self._conns.append(conn)
@@ -168,7 +173,7 @@ class CameraSupervisor:
                 self._set_state("streaming", f"frames from {self.description}")
             if conn.ended is not None:
                 return None if conn.ended == _FINISHED else conn.ended
-            now = time.monotonic()
+            now = self._clock()
             if conn.frames:
                 if now - conn.last_frame > p.stall_timeout_s:
                     return f"no frame for {p.stall_timeout_s:g} s"
@@ -241,8 +246,8 @@ class CameraSupervisor:
                 frame = Frame(img, self.camera_id, seq, time.monotonic(), time.time())
                 self.last_read_s = read_s
                 self.last_frame_wall = frame.t_capture_wall
+                conn.last_frame = self._clock()  # before frames counts it: the watchdog reads both
                 conn.frames += 1
-                conn.last_frame = frame.t_capture_monotonic
                 if not self._deliver(frame, read_s) or self._finished():
                     conn.ended = _FINISHED
                     return
@@ -263,7 +268,7 @@ def supervise(cam: CameraConfig, spec: SourceSpec, deliver: Callable[[Frame, flo
     settings = CaptureSettings(
         rtsp_transport=cam.rtsp_transport, open_timeout_s=cam.open_timeout_s,
         read_timeout_s=cam.stall_timeout_s, width=cam.width, height=cam.height, fps=cam.fps,
-        fourcc=cam.fourcc)
+        fourcc=cam.fourcc or "")
     if spec.kind == "rtsp":
         FFMPEG.register(cam.id, rtsp_options(settings))
     policy = SupervisorPolicy(

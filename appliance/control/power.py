@@ -20,7 +20,6 @@ are missing it is a dry run that says why and only logs what it would do.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from datetime import datetime
@@ -29,9 +28,8 @@ from typing import Any, Callable
 
 from appliance import metrics
 from appliance.config import PowerConfig
-from appliance.control.power_backends import (CONSTANT_ZONES, Backend, JetsonBackend, PowerError,
-                                               Reading, detect)
-from appliance.errors import ApplianceError
+from appliance.config.power import minute_of_day
+from appliance.control.power_backends import CONSTANT_ZONES, Backend, JetsonBackend, PowerError, Reading, detect
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +37,9 @@ DOWN_EVERY_READINGS = 3
 
 
 def parse_schedule(cfg: PowerConfig) -> list[tuple[int, str]]:
-    """(minute of the day, mode), sorted; bad times are config errors naming the entry."""
-    out = []
-    for i, entry in enumerate(cfg.schedule):
-        m = re.fullmatch(r"(\d{1,2}):(\d{2})", entry.at.strip())
-        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
-            raise ApplianceError(f"power.schedule[{i}].at: expected HH:MM (00:00-23:59), got {entry.at!r}")
-        out.append((int(m.group(1)) * 60 + int(m.group(2)), entry.mode))
-    if cfg.policy == "schedule" and not out:
-        raise ApplianceError("power.schedule: the schedule policy needs at least one entry")
-    return sorted(out)
+    """(minute of the day, mode), sorted. The config checked the times (HH:MM) and that
+    the schedule policy has entries when it loaded."""
+    return sorted((minute_of_day(entry.at), entry.mode) for entry in cfg.schedule)
 
 
 class PowerPolicy:

@@ -155,16 +155,26 @@ def make_decoder(manifest: ModelManifest, backend: Backend, labels: list[str]) -
 
 
 def load_detector(model: str, assets_dir: Path, backend: str = "auto", threshold: float = 0.5,
-                  classes: Sequence[str] | None = None, threads: int = 1) -> Detector:
-    """A ready detector for a model name (models/<name>/model.yaml) or manifest path."""
+                  classes: Sequence[str] | None = None, threads: int | str = "auto",
+                  cache_dir: Path | None = None) -> Detector:
+    """A ready detector for a model name (models/<name>/model.yaml) or manifest path.
+
+    threads: inference threads, or "auto": measured on this machine, the result kept in
+    cache_dir/detect-threads.json when cache_dir is given (appliance/detect/threads.py).
+    """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0.0 <= threshold <= 1.0:
         raise ApplianceError(f"threshold: must be a number in [0, 1], got {threshold!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ApplianceError(f"threads: must be a positive integer, got {threads!r}")
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int)
+                              or threads < 1):
+        raise ApplianceError(f"threads: must be a positive integer or 'auto', got {threads!r}")
     if isinstance(classes, str):
         classes = [classes]
     manifest = load_manifest(model, Path(assets_dir))
+    if threads == "auto":
+        from appliance.detect.threads import auto_threads
+
+        threads = auto_threads(manifest, backend, cache_dir)
     be = open_backend(manifest, backend, threads)
     labels = list(manifest.labels) if manifest.labels is not None else _metadata_labels(be)
     if not labels:

@@ -2,6 +2,10 @@
 
 The manifest is the only place a model's quirks live (input size, resize mode, decoder,
 labels), so adding a model is adding a folder, not code. See models/README.md.
+
+The file's keys are the pydantic model `ManifestFile` (unknown keys, wrong types and
+values are errors that name the manifest and the key, all of them at once); load_manifest
+then resolves the files it names and returns a `ModelManifest`.
 """
 from __future__ import annotations
 
@@ -9,28 +13,25 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional, Union, get_args
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from appliance.errors import ApplianceError
 from appliance.paths import MODELS_DIR
 
-FORMATS = ("tflite", "onnx", "engine")  # engine: TensorRT, backend not implemented yet
-DECODERS = ("ssd", "yolo")
-RESIZES = ("stretch", "letterbox")
-COLORS = ("rgb", "bgr")
-LAYOUTS = ("nhwc", "nchw")
-DTYPES = ("uint8", "float32")
-OUTPUT_LAYOUTS = ("auto", "channels_first", "channels_last", "objectness", "end2end")
-OUTPUT_BOXES = ("pixels", "normalized")
-
-_TOP_KEYS = {
-    "name", "version", "file", "edgetpu_file", "format", "input", "decoder", "labels",
-    "license", "description", "output_layout", "output_boxes", "nms_iou",
-}
+Format = Literal["tflite", "onnx", "engine"]  # engine: TensorRT, backend not implemented yet
+Decoder = Literal["ssd", "yolo"]
+Resize = Literal["stretch", "letterbox"]
+Color = Literal["rgb", "bgr"]
+Layout = Literal["nhwc", "nchw"]
+Dtype = Literal["uint8", "float32"]
+OutputLayout = Literal["auto", "channels_first", "channels_last", "objectness", "end2end"]
+OutputBoxes = Literal["pixels", "normalized"]
+FORMATS, DECODERS, RESIZES, COLORS, LAYOUTS, DTYPES, OUTPUT_LAYOUTS, OUTPUT_BOXES = (
+    get_args(t) for t in (Format, Decoder, Resize, Color, Layout, Dtype, OutputLayout, OutputBoxes))
 _YOLO_ONLY = ("output_layout", "output_boxes", "nms_iou")
-_INPUT_KEYS = {"width", "height", "resize", "color", "layout", "dtype"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,139 @@ class ModelManifest:
     nms_iou: float = 0.45  # yolo: class-aware NMS IoU threshold
 
 
+# -- the file's schema ------------------------------------------------------------------
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, hide_input_in_errors=True)
+
+
+class ManifestInput(BaseModel):
+    model_config = _STRICT
+
+    width: int = Field(gt=0, description="input width in pixels")
+    height: int = Field(gt=0, description="input height in pixels")
+    resize: Resize = Field("stretch", description="stretch, or letterbox (keep aspect, pad 114)")
+    color: Color = Field("rgb", description="channel order the network wants; frames arrive BGR")
+    layout: Layout = "nhwc"
+    dtype: Dtype = Field("uint8", description="uint8: raw 0..255; float32: scaled to 0..1")
+
+
+def _file_name(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise PydanticCustomError("file_name", "must be a file name, got {got}", {"got": repr(value)})
+    return value
+
+
+def _text(value: Any) -> Any:
+    # version: "1", 1 and 1.5 all read as text.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PydanticCustomError("text", "must be a string, got {got}", {"got": repr(value)})
+    return str(value)
+
+
+class ManifestFile(BaseModel):
+    """The keys of a model.yaml (models/README.md)."""
+
+    model_config = _STRICT
+
+    name: str
+    version: str = "unversioned"
+    file: str
+    edgetpu_file: Optional[str] = None
+    format: Format
+    input: ManifestInput
+    decoder: Decoder
+    labels: Union[list[str], str, None] = None
+    license: str = ""
+    description: str = ""
+    output_layout: OutputLayout = "auto"
+    output_boxes: OutputBoxes = "pixels"
+    nms_iou: float = Field(0.45, gt=0.0, le=1.0)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            raise PydanticCustomError("name", "must be a non-empty string, got {got}", {"got": repr(value)})
+        return value
+
+    @field_validator("file", "edgetpu_file", mode="before")
+    @classmethod
+    def _files(cls, value: Any, info: ValidationInfo) -> Any:
+        return None if value is None and info.field_name == "edgetpu_file" else _file_name(value)
+
+    @field_validator("version", "license", "description", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        return _text(value)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        if isinstance(value, list) and (not value or not all(isinstance(x, str) for x in value)):
+            raise PydanticCustomError("labels", "must be a non-empty list of strings", {})
+        if isinstance(value, str) and not value:
+            raise PydanticCustomError("labels", "must be a file name or a list of strings, got ''", {})
+        if value is not None and not isinstance(value, (str, list)):
+            raise PydanticCustomError("labels", "must be a file name or a list of strings, got {got}",
+                                      {"got": repr(value)})
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> "ManifestFile":
+        problems = []
+        if self.decoder != "yolo":
+            problems += [f"{k}: only applies to decoder yolo" for k in _YOLO_ONLY if k in self.model_fields_set]
+        if self.edgetpu_file is not None and self.format != "tflite":
+            problems.append("edgetpu_file: only applies to format tflite")
+        if self.labels is None and self.format != "onnx":
+            problems.append(f"labels: required for format {self.format} (a file or a list); "
+                            "only onnx models may take them from their metadata")
+        if problems:
+            raise PydanticCustomError("manifest_rules", "{detail}",
+                                      {"detail": "; ".join(problems), "errors": tuple(problems)})
+        return self
+
+
+# Words for errors whose pydantic wording would not say what is wanted.
+_MESSAGES = {
+    "input": "must be a mapping with width and height",
+    "input.width": "must be a positive integer",
+    "input.height": "must be a positive integer",
+    "nms_iou": "must be a number in (0, 1]",
+}
+
+
+def _key(loc: tuple) -> str:
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+
+
+def _lines(e: ValidationError) -> list[str]:
+    out = []
+    for err in e.errors():
+        loc, t, value = err["loc"], err["type"], err.get("input")
+        key = _key(loc)
+        if t == "manifest_rules":
+            out.extend(err["ctx"]["errors"])
+        elif t == "extra_forbidden":
+            model = ManifestInput if loc[:1] == ("input",) else ManifestFile
+            prefix = "input." if model is ManifestInput else ""
+            allowed = ", ".join(sorted(model.model_fields))
+            out.append(f"unknown key {prefix}{loc[-1]} (allowed: {allowed})")
+        elif t == "missing":
+            out.append(f"missing required key {key}")
+        elif t == "literal_error":
+            field = (ManifestInput if loc[:1] == ("input",) else ManifestFile).model_fields[str(loc[-1])]
+            choices = ", ".join(field.annotation.__args__)
+            out.append(f"{key}: must be one of {choices}, got {value!r}")
+        elif key in _MESSAGES:
+            out.append(f"{key}: {_MESSAGES[key]}, got {value!r}")
+        elif t in ("string_type", "list_type"):
+            out.append(f"{key}: must be a string, got {value!r}")
+        else:
+            out.append(f"{key}: {err['msg']}")
+    return list(dict.fromkeys(out))  # a union's members may repeat one message
+
+
 def show_path(path: Path) -> str:
     """A path as a user would type it: relative to the working directory when inside it."""
     try:
@@ -70,12 +204,20 @@ def show_path(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
+def looks_like_path(name_or_path: str | os.PathLike) -> bool:
+    text = str(name_or_path)
+    return text.endswith((".yaml", ".yml")) or os.sep in text or "/" in text or Path(text).exists()
+
+
+def known_models() -> list[str]:
+    return sorted(d.name for d in MODELS_DIR.glob("*") if (d / "model.yaml").is_file())
+
+
 def find_manifest(name_or_path: str | os.PathLike) -> Path:
     """models/<name>/model.yaml for a bare name; else the given file (or dir/model.yaml)."""
     text = str(name_or_path)
     p = Path(text)
-    looks_like_path = text.endswith((".yaml", ".yml")) or os.sep in text or "/" in text or p.exists()
-    if looks_like_path:
+    if looks_like_path(text):
         if p.is_dir():
             p = p / "model.yaml"
         if not p.is_file():
@@ -83,17 +225,33 @@ def find_manifest(name_or_path: str | os.PathLike) -> Path:
         return p.resolve()
     p = MODELS_DIR / text / "model.yaml"
     if not p.is_file():
-        known = sorted(d.name for d in MODELS_DIR.glob("*") if (d / "model.yaml").is_file())
         raise ApplianceError(
-            f"unknown model '{text}': no {show_path(p)}; known models: {', '.join(known) or 'none'}"
+            f"unknown model '{text}': no {show_path(p)}; known models: {', '.join(known_models()) or 'none'}"
         )
     return p.resolve()
 
 
-def _resolve(where: str, key: str, value: Any, manifest_dir: Path, assets_dir: Path) -> Path:
+def read_manifest(path: Path) -> ManifestFile:
+    """The checked keys of the manifest at `path`; the files it names are not looked up."""
+    from appliance.config.loader import YamlProblem, parse_yaml, read_text
+
+    where = show_path(path)
+    try:
+        raw = parse_yaml(read_text(path))
+    except OSError as e:
+        raise ApplianceError(f"{where}: not a readable YAML file: {e.strerror or e}") from None
+    except YamlProblem as e:
+        raise ApplianceError(f"{where}: not a readable YAML file: {e.lines[0]}") from None
+    if not isinstance(raw, dict):
+        raise ApplianceError(f"{where}: must be a YAML mapping of keys, got {type(raw).__name__}")
+    try:
+        return ManifestFile.model_validate(raw)
+    except ValidationError as e:
+        raise ApplianceError("\n".join(f"{where}: {line}" for line in _lines(e))) from None
+
+
+def resolve_file(where: str, key: str, value: str, manifest_dir: Path, assets_dir: Path) -> Path:
     """A file named in the manifest: beside the manifest first, then in the asset cache."""
-    if not isinstance(value, str) or not value:
-        raise ApplianceError(f"{where}: {key}: must be a file name, got {value!r}")
     p = Path(value).expanduser()
     candidates = [p] if p.is_absolute() else [manifest_dir / p, assets_dir / p]
     for c in candidates:
@@ -103,38 +261,6 @@ def _resolve(where: str, key: str, value: Any, manifest_dir: Path, assets_dir: P
         f"{where}: {key}: file {value} not found (looked in "
         + ", ".join(show_path(c) for c in candidates)
         + "); run 'appliance fetch' to get the model files"
-    )
-
-
-def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ApplianceError(f"{where}: {key}: must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def _check_keys(where: str, prefix: str, got: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(got) - allowed)
-    if unknown:
-        raise ApplianceError(
-            f"{where}: unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(allowed))})"
-        )
-
-
-def _input_spec(where: str, raw: Any) -> InputSpec:
-    if not isinstance(raw, dict):
-        raise ApplianceError(f"{where}: input: must be a mapping with width and height, got {raw!r}")
-    _check_keys(where, "input.", raw, _INPUT_KEYS)
-    for k in ("width", "height"):
-        v = raw.get(k)
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ApplianceError(f"{where}: input.{k}: must be a positive integer, got {v!r}")
-    return InputSpec(
-        width=raw["width"],
-        height=raw["height"],
-        resize=_choice(where, "input.resize", raw.get("resize", "stretch"), RESIZES),
-        color=_choice(where, "input.color", raw.get("color", "rgb"), COLORS),
-        layout=_choice(where, "input.layout", raw.get("layout", "nhwc"), LAYOUTS),
-        dtype=_choice(where, "input.dtype", raw.get("dtype", "uint8"), DTYPES),
     )
 
 
@@ -151,85 +277,52 @@ def parse_labels(lines: list[str]) -> list[str]:
     return lines
 
 
-def _labels(where: str, raw: Any, manifest_dir: Path, assets_dir: Path, fmt: str) -> tuple | None:
-    if raw is None:
-        if fmt != "onnx":
-            raise ApplianceError(
-                f"{where}: labels: required for format {fmt} (a file or a list); "
-                "only onnx models may take them from their metadata"
-            )
+def manifest_labels(m: ManifestFile, path: Path, assets_dir: Path) -> tuple[str, ...] | None:
+    """The labels a manifest gives (a list, or a file it names); None: from the model's metadata."""
+    if m.labels is None:
         return None
-    if isinstance(raw, list):
-        if not raw or not all(isinstance(x, str) for x in raw):
-            raise ApplianceError(f"{where}: labels: must be a non-empty list of strings")
-        return tuple(raw)
-    path = _resolve(where, "labels", raw, manifest_dir, assets_dir)
+    if isinstance(m.labels, list):
+        return tuple(m.labels)
+    where = show_path(path)
+    file = resolve_file(where, "labels", m.labels, path.parent, assets_dir)
     try:
-        labels = parse_labels(path.read_text(encoding="utf-8").splitlines())
+        labels = parse_labels(file.read_text(encoding="utf-8").splitlines())
     except (OSError, UnicodeDecodeError) as e:
-        raise ApplianceError(f"{where}: labels: cannot read {show_path(path)}: {e}") from None
+        raise ApplianceError(f"{where}: labels: cannot read {show_path(file)}: {e}") from None
     if not labels:
-        raise ApplianceError(f"{where}: labels: {show_path(path)} has no labels")
+        raise ApplianceError(f"{where}: labels: {show_path(file)} has no labels")
     return tuple(labels)
 
 
 def load_manifest(name_or_path: str | os.PathLike, assets_dir: Path) -> ModelManifest:
     """Read and check a manifest; files are resolved and must exist."""
     path = find_manifest(name_or_path)
-    where = show_path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ApplianceError(f"{where}: not a readable YAML file: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ApplianceError(f"{where}: must be a YAML mapping of keys, got {type(raw).__name__}")
-    _check_keys(where, "", raw, _TOP_KEYS)
-    for k in ("name", "file", "format", "input", "decoder"):
-        if k not in raw:
-            raise ApplianceError(f"{where}: missing required key {k}")
-    name = raw["name"]
-    if not isinstance(name, str) or not name:
-        raise ApplianceError(f"{where}: name: must be a non-empty string, got {name!r}")
-    fmt = _choice(where, "format", raw["format"], FORMATS)
-    decoder = _choice(where, "decoder", raw["decoder"], DECODERS)
-    if decoder != "yolo":
-        for k in _YOLO_ONLY:
-            if k in raw:
-                raise ApplianceError(f"{where}: {k}: only applies to decoder yolo")
-    nms_iou = raw.get("nms_iou", 0.45)
-    if not isinstance(nms_iou, (int, float)) or isinstance(nms_iou, bool) or not 0 < nms_iou <= 1:
-        raise ApplianceError(f"{where}: nms_iou: must be a number in (0, 1], got {nms_iou!r}")
-    manifest_dir = path.parent
-    edgetpu = raw.get("edgetpu_file")
+    m = read_manifest(path)
+    where, manifest_dir, assets_dir = show_path(path), path.parent, Path(assets_dir)
     edgetpu_path = None
-    if edgetpu is not None:
-        if fmt != "tflite":
-            raise ApplianceError(f"{where}: edgetpu_file: only applies to format tflite")
-        if not isinstance(edgetpu, str) or not edgetpu:
-            raise ApplianceError(f"{where}: edgetpu_file: must be a file name, got {edgetpu!r}")
+    if m.edgetpu_file is not None:
         # Optional at load: it is only needed when a Coral is actually present.
-        for c in (manifest_dir / edgetpu, assets_dir / edgetpu):
+        for c in (manifest_dir / m.edgetpu_file, assets_dir / m.edgetpu_file):
             if c.is_file():
                 edgetpu_path = c.resolve()
                 break
         else:
-            edgetpu_path = (assets_dir / edgetpu).resolve()
-    for k in ("version", "license", "description"):
-        if k in raw and not isinstance(raw[k], (str, int, float)):
-            raise ApplianceError(f"{where}: {k}: must be a string, got {raw[k]!r}")
+            edgetpu_path = (assets_dir / m.edgetpu_file).resolve()
+    i = m.input
     return ModelManifest(
-        name=name,
-        version=str(raw.get("version", "unversioned")),
+        name=m.name,
+        version=m.version,
         path=path,
-        file=_resolve(where, "file", raw["file"], manifest_dir, assets_dir),
-        format=fmt,
-        input=_input_spec(where, raw["input"]),
-        decoder=decoder,
-        labels=_labels(where, raw.get("labels"), manifest_dir, assets_dir, fmt),
+        file=resolve_file(where, "file", m.file, manifest_dir, assets_dir),
+        format=m.format,
+        input=InputSpec(width=i.width, height=i.height, resize=i.resize, color=i.color,
+                        layout=i.layout, dtype=i.dtype),
+        decoder=m.decoder,
+        labels=manifest_labels(m, path, assets_dir),
         edgetpu_file=edgetpu_path,
-        license=str(raw.get("license", "")),
-        description=str(raw.get("description", "")),
-        output_layout=_choice(where, "output_layout", raw.get("output_layout", "auto"), OUTPUT_LAYOUTS),
-        output_boxes=_choice(where, "output_boxes", raw.get("output_boxes", "pixels"), OUTPUT_BOXES),
-        nms_iou=float(nms_iou),
+        license=m.license,
+        description=m.description,
+        output_layout=m.output_layout,
+        output_boxes=m.output_boxes,
+        nms_iou=float(m.nms_iou),
     )

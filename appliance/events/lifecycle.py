@@ -1,29 +1,31 @@
 """Track lifecycle events: new, update (rate-limited per track) and end.
 
-Everything after the tracker speaks in Events. An event is serialised once, to JSON, and
-that text is what SQLite keeps and what the uplink sends. Its id is the device id and a
-sequence number that only grows on this device, so a consumer can drop duplicates.
+The first track processor. Everything after the tracker speaks in Events. An event is
+serialised once, to JSON, and that text is what SQLite keeps and what the uplink sends.
+Its id is the device id and a sequence number that only grows on this device (handed out
+by the event sink), so a consumer can drop duplicates.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from appliance.capture.frame import Frame
 from appliance.detect.detector import label_name
-from appliance.track.sort import Track, TrackerOutput
+from appliance.events.types import TRACK_TYPES
+from appliance.result import FrameResult
+from appliance.track.sort import Track
 
 SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Event:
-    id: str  # "<device>:<seq>", unique per device forever
+    id: str  # "<device>:<seq>", unique per device forever; "" until the sink numbers it
     seq: int
-    type: str  # "new" | "update" | "end"
+    type: str  # one of TRACK_TYPES
     device: str
     camera: str
     track_id: int
@@ -34,6 +36,10 @@ class Event:
     first_seen: float  # wall-clock time the track was first reported
     frame_seq: int
     schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.type not in TRACK_TYPES:
+            raise ValueError(f"track event type {self.type!r} is not one of {TRACK_TYPES}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -50,14 +56,12 @@ class _Known:
 
 @dataclass
 class Lifecycle:
-    """Turns one camera's tracker output into events."""
+    """Turns one camera's tracks into new/update/end events (a track processor)."""
 
     device_id: str
     camera_id: str
     labels: Sequence[str]
     update_interval_s: float
-    next_seq: Callable[[], int]
-    track_id_base: int = 0  # keeps track ids unique across restarts of the appliance
     _known: dict[int, _Known] = field(default_factory=dict)
 
     @property
@@ -65,41 +69,34 @@ class Lifecycle:
         return len(self._known)
 
     def _event(self, kind: str, t: Track, k: _Known, ts: float, frame_seq: int) -> Event:
-        seq = self.next_seq()
-        label = label_name(self.labels, int(t.class_id))
         return Event(
-            id=f"{self.device_id}:{seq}", seq=seq, type=kind, device=self.device_id,
-            camera=self.camera_id, track_id=self.track_id_base + t.id, label=label,
-            score=round(float(t.score), 4), box=[round(float(v), 1) for v in t.xyxy],
-            ts=ts, first_seen=k.first_seen, frame_seq=frame_seq,
+            id="", seq=0, type=kind, device=self.device_id, camera=self.camera_id, track_id=t.id,
+            label=label_name(self.labels, int(t.class_id)), score=round(float(t.score), 4),
+            box=[round(float(v), 1) for v in t.xyxy], ts=ts, first_seen=k.first_seen,
+            frame_seq=frame_seq,
         )
 
-    def on_frame(self, frame: Frame, out: TrackerOutput) -> list[Event]:
-        ts, events = frame.t_capture_wall, []
-        h, w = frame.image.shape[:2]
-        for t in out.tracks:
+    def process(self, r: FrameResult) -> None:
+        ts, seq = r.frame.t_capture_wall, r.frame.seq
+        h, w = r.frame.image.shape[:2]
+        for t in r.tracks:
             # The filter's estimate may run past the edge; events report what is in the picture.
             t = replace(t, xyxy=np.clip(t.xyxy, 0, [w, h, w, h]))
             k = self._known.get(t.id)
             if k is None:
-                k = self._known[t.id] = _Known(ts, ts, t, ts, frame.seq)
-                events.append(self._event("new", t, k, ts, frame.seq))
+                k = self._known[t.id] = _Known(ts, ts, t, ts, seq)
+                r.events.append(self._event("new", t, k, ts, seq))
                 continue
-            k.last, k.last_ts, k.last_frame = t, ts, frame.seq
+            k.last, k.last_ts, k.last_frame = t, ts, seq
             if ts - k.last_emitted >= self.update_interval_s:
                 k.last_emitted = ts
-                events.append(self._event("update", t, k, ts, frame.seq))
-        events.extend(self._end(out.ended))
-        return events
-
-    def _end(self, tracks: Sequence[Track]) -> list[Event]:
-        events = []
-        for t in tracks:
+                r.events.append(self._event("update", t, k, ts, seq))
+        for t in r.ended:
             k = self._known.pop(t.id, None)
             if k is not None:  # the last reported box, not the tracker's coasting guess
-                events.append(self._event("end", k.last, k, k.last_ts, k.last_frame))
-        return events
+                r.events.append(self._event("end", k.last, k, k.last_ts, k.last_frame))
 
-    def finish(self, tracks: Sequence[Track]) -> list[Event]:
-        """End events for the tracks still live when the stream ends or the appliance stops."""
-        return self._end(tracks)
+
+def build(cfg, camera, labels: Sequence[str]) -> Lifecycle:
+    """The pipeline's factory for this processor (see TRACK_PROCESSORS in pipeline.py)."""
+    return Lifecycle(cfg.device.id, camera.id, labels, cfg.events.update_interval_s)

@@ -10,15 +10,16 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from appliance.events.types import STATE_TYPES
+
 SCHEMA_VERSION = 1
-TYPES = ("camera", "adaptive", "power")
 
 
 @dataclass(frozen=True)
 class StateEvent:
     id: str  # "<device>:<seq>", from the same sequence as track events
     seq: int
-    type: str  # "camera" | "adaptive" | "power"
+    type: str  # one of STATE_TYPES
     device: str
     camera: str  # the camera concerned; "" for the whole device (power)
     state: str  # the new state: a camera state, "stride N", a power mode
@@ -32,6 +33,10 @@ class StateEvent:
     track_id = None
     label = None
     score = None
+
+    def __post_init__(self) -> None:
+        if self.type not in STATE_TYPES:
+            raise ValueError(f"state event type {self.type!r} is not one of {STATE_TYPES}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -19,7 +19,6 @@ from appliance.errors import ApplianceError
 from appliance.uplink.outbox import backlog
 
 
-
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     up = sub.add_parser("uplink", help="MQTT uplink tools")
     up_sub = up.add_subparsers(dest="uplink_command", required=True)

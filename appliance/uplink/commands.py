@@ -7,7 +7,6 @@ says what, and nothing else happens. Handlers run in the uplink thread.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from appliance import __version__
-from appliance.config import Config, mask_secrets
+from appliance.config import Config, to_dict
 from appliance.times import parse_iso
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class Commands:
                                               "content_type": "image/jpeg"}, snapshot=data)
 
     def config_get(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"config": mask_secrets(dataclasses.asdict(self.cfg))}
+        return {"config": to_dict(self.cfg)}  # secrets masked
 
     def resync(self, request: dict[str, Any]) -> dict[str, Any]:
         since = parse_since(request.get("since"))

@@ -71,6 +71,14 @@ def online_status(device: str, version: str, model: dict[str, Any] | None) -> by
 
 def stats_message(device: str, pipeline_status: dict[str, Any] | None, uplink: dict[str, Any],
                   disk: dict[str, Any]) -> bytes:
+    """`disk` (db_bytes, free_bytes, total_bytes, from the host) gets the store's disk
+    state and reserve (`state`: ok | low | full, `reserve_bytes`) when the pipeline's
+    status has them (status["disk"], appliance/store/disk.py)."""
+    guard = (pipeline_status or {}).get("disk")
+    if isinstance(guard, dict) and guard.get("state"):
+        disk = {**disk, "state": guard["state"]}
+        if guard.get("reserve_bytes") is not None:
+            disk["reserve_bytes"] = int(guard["reserve_bytes"])
     cams = {}
     if pipeline_status:
         for cam, c in pipeline_status.get("cameras", {}).items():

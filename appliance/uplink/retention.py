@@ -5,54 +5,66 @@ deleted only when the unsent rows alone are over a limit (the hard cap), again o
 first (lowest seq, whatever the priority). Each such deletion is counted in
 `appliance_uplink_events_dropped_total{reason}` and announced by a `dropped` notice,
 stored in `uplink_notices` and sent on the events topic like an event (docs/mqtt.md).
+Choosing, deleting and announcing rows is shared with the low-disk guard
+(appliance/store/pruning.py, appliance/store/disk.py).
 
 Rows and bytes are counted once at start and then kept up to date from the rows added
-since (a primary-key range) and the rows deleted here, so a check costs little however
-large the table is. It assumes this is the only code that deletes events.
+since (a primary-key range) and the rows deleted since, here or by the disk guard
+(pruning.tally), so a check costs little however large the table is.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
-from appliance import metrics
 from appliance.config import UplinkBacklogConfig
-from appliance.uplink.outbox import chunks
+from appliance.store import pruning
+from appliance.store.pruning import Drop
+
+__all__ = ["Drop", "Retention"]
 
 log = logging.getLogger(__name__)
-
-_SCAN = 1000  # rows fetched per step while choosing what to delete
-
-
-@dataclass(frozen=True)
-class Drop:
-    reason: str  # max_age | max_rows | max_bytes
-    count: int
-    first_seq: int
-    last_seq: int
 
 
 class Retention:
     def __init__(self, conn: sqlite3.Connection, limits: UplinkBacklogConfig, device_id: str,
                  clock: Callable[[], float] = time.time):
         self.conn, self.limits, self.device_id, self.clock = conn, limits, device_id, clock
+        self._key = pruning.db_key(conn)
         self.rows = self.bytes = 0
         self._counted_upto = 0  # rows with seq <= this are in rows/bytes
+        self._mark = 0  # pruning.tally entries before this are taken into rows/bytes
         self._count(full=True)
 
     def _count(self, full: bool = False) -> None:
-        if full:
+        if full or not self._take_deletions():
+            # The mark is taken before counting: a deletion in between is then subtracted
+            # once too often (a count a little low, kept too long) rather than never (a
+            # count too high, which could drop unsent rows early).
             self.rows = self.bytes = self._counted_upto = 0
+            self._mark = pruning.tally.mark(self._key)
         n, size, top = self.conn.execute(
             "SELECT COUNT(*), TOTAL(length(CAST(payload AS BLOB))), MAX(seq) FROM events WHERE seq > ?",
             [self._counted_upto]).fetchone()
         self.rows += n
         self.bytes += int(size)
         self._counted_upto = max(self._counted_upto, top or 0)
+
+    def _take_deletions(self) -> bool:
+        """Subtract the counted rows deleted since the last look, here or by another pruner
+        (the disk guard); False when that cannot be told and a full count is needed."""
+        entries, self._mark = pruning.tally.since(self._key, self._mark)
+        if entries is None:
+            return False
+        for first, last, rows, nbytes in entries:
+            if last <= self._counted_upto:
+                self.rows -= rows
+                self.bytes -= nbytes
+            elif first <= self._counted_upto:  # some of them counted, some not: recount
+                return False
+        return True
 
     def enforce(self) -> list[Drop]:
         """Bring the table within its limits; return what unsent rows were dropped."""
@@ -75,47 +87,21 @@ class Retention:
         return [d for d in drops if d.count]
 
     def _select(self, where: str, args: list, rows: int | None, nbytes: int | None) -> list[tuple[int, int]]:
-        """(seq, bytes) of the oldest rows matching `where`, enough to cover `rows` rows and
-        `nbytes` bytes (all of them when both are None)."""
-        picked: list[tuple[int, int]] = []
-        got_bytes, after = 0, 0
-        while True:
-            batch = self.conn.execute(
-                f"SELECT seq, length(CAST(payload AS BLOB)) FROM events WHERE {where} AND seq > ? "
-                f"ORDER BY seq LIMIT {_SCAN}", [*args, after]).fetchall()
-            for seq, size in batch:
-                if rows is not None and nbytes is not None and len(picked) >= rows and got_bytes >= nbytes:
-                    return picked
-                picked.append((seq, size))
-                got_bytes += size
-            if len(batch) < _SCAN:
-                return picked
-            after = batch[-1][0]
+        return pruning.select_oldest(self.conn, where, args, rows, nbytes)
 
     def _delete(self, rows: list[tuple[int, int]]) -> None:
-        for part in chunks(rows):
-            with self.conn:
-                self.conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s, _ in part])
-            self.rows -= len(part)
-            self.bytes -= sum(b for _, b in part)
+        pruning.delete_rows(self.conn, rows, self._key)
+        self._deleted()
 
     def _drop(self, reason: str, rows: list[tuple[int, int]]) -> Drop:
-        if not rows:
-            return Drop(reason, 0, 0, 0)
-        drop = Drop(reason, len(rows), rows[0][0], rows[-1][0])
-        self._delete(rows)
-        with self.conn:  # the notice is durable before anyone is told
-            n = (self.conn.execute("SELECT MAX(n) FROM uplink_notices").fetchone()[0] or 0) + 1
-            ts = self.clock()
-            payload = json.dumps({
-                "id": f"{self.device_id}:dropped:{n}", "type": "dropped", "device": self.device_id,
-                "ts": ts, "reason": reason, "count": drop.count, "first_seq": drop.first_seq,
-                "last_seq": drop.last_seq, "schema": 1}, separators=(",", ":"))
-            self.conn.execute("INSERT INTO uplink_notices (n, ts, payload) VALUES (?, ?, ?)", [n, ts, payload])
-        metrics.UPLINK_EVENTS_DROPPED.labels(reason).inc(drop.count)
-        log.warning("uplink: backlog over %s: dropped %d unsent events (seq %d to %d), oldest first",
-                    reason, drop.count, drop.first_seq, drop.last_seq)
+        drop = pruning.drop_unsent(self.conn, self.device_id, reason, rows, self.clock, self._key,
+                                   what="uplink: backlog over %s", logger=log)
+        self._deleted()
         return drop
+
+    def _deleted(self) -> None:
+        if not self._take_deletions():
+            self._count(full=True)
 
     def _prune_notices(self, cutoff: float) -> None:
         with self.conn:

@@ -21,15 +21,22 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from appliance import __version__, metrics, paths
-from appliance.config import Config
+from appliance.config import Config, secret_value
+from appliance.config.base import readable
 from appliance.errors import ApplianceError
 from appliance.uplink.commands import Commands
 from appliance.uplink.link import Link, LinkSettings
-from appliance.uplink.messages import (Topics, command_result, events_message, offline_status,
-                                       online_status, stats_message)
+from appliance.uplink.messages import (
+    Topics,
+    command_result,
+    events_message,
+    offline_status,
+    online_status,
+    stats_message,
+)
 from appliance.uplink.outbox import ALERT, ROUTINE, Backlog, Outbox
 from appliance.uplink.pacing import TokenBucket, backoff_delay
 from appliance.uplink.retention import Retention
@@ -50,46 +57,30 @@ class _InFlight:
     keys: list[int]  # seqs, or notice numbers
 
 
-def _readable(key: str, path: str) -> None:
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        raise ApplianceError(f"config uplink.tls.{key}: cannot read {path}: {e.strerror or e}") from None
-
-
 def link_settings(cfg: Config, topics: Topics) -> LinkSettings:
-    """Check the uplink config beyond types and ranges; ApplianceError names the key."""
+    """The connection settings. The config's own rules (MQTT-safe names, credentials, TLS
+    keys that go together) were checked when it loaded; the TLS files are checked here
+    again because they are opened now (a config built in code has not had them checked)."""
     u = cfg.uplink
-    for key, value in (("device.id", cfg.device.id), ("uplink.topic_prefix", u.topic_prefix)):
-        if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/") or "//" in value:
-            raise ApplianceError(f"config {key}: {value!r} cannot be used in an MQTT topic "
-                                 "(no '+', '#', empty levels or leading/trailing '/')")
-    if "/" in cfg.device.id:
-        raise ApplianceError(f"config device.id: {cfg.device.id!r} must not contain '/'")
-    password = u.password or os.environ.get(PASSWORD_ENV, "")
-    if u.password and not u.username:
-        raise ApplianceError("config uplink.password: set uplink.username too (MQTT sends no password without a user)")
-    if (u.tls.cert_file or u.tls.key_file) and not u.tls.ca_file:
-        raise ApplianceError("config uplink.tls: cert_file and key_file need ca_file (TLS is on when ca_file is set)")
-    if u.tls.key_file and not u.tls.cert_file:
-        raise ApplianceError("config uplink.tls.key_file: set uplink.tls.cert_file too")
     for key in ("ca_file", "cert_file", "key_file"):
-        if getattr(u.tls, key):
-            _readable(key, getattr(u.tls, key))
-    if u.reconnect_max_s < u.reconnect_min_s:
-        raise ApplianceError("config uplink.reconnect_max_s: must not be less than uplink.reconnect_min_s")
+        path = getattr(u.tls, key)
+        problem = readable(path) if path is not None else None
+        if problem:
+            raise ApplianceError(f"config uplink.tls.{key}: {problem}")
+    password = secret_value(u.password) or os.environ.get(PASSWORD_ENV, "")
     return LinkSettings(
         host=u.host, port=u.port, client_id=f"appliance-{cfg.device.id}", keepalive_s=u.keepalive_s,
-        will_topic=topics.status, will_payload=offline_status(cfg.device.id), username=u.username,
-        password=password if u.username else "", ca_file=u.tls.ca_file, cert_file=u.tls.cert_file,
-        key_file=u.tls.key_file)
+        will_topic=topics.status, will_payload=offline_status(cfg.device.id), username=u.username or "",
+        password=password if u.username else "", ca_file=u.tls.ca_file or "", cert_file=u.tls.cert_file or "",
+        key_file=u.tls.key_file or "")
 
 
 class Uplink:
     name = "uplink"
 
-    def __init__(self, cfg: Config, data_dir: Path, pipeline: Any = None):
+    def __init__(self, cfg: Config, data_dir: Path, pipeline: Any = None,
+                 pacing_clock: Callable[[], float] = time.monotonic):
+        """pacing_clock: the bandwidth cap's clock (tests pass a fake one)."""
         self.cfg, self.u, self.device = cfg, cfg.uplink, cfg.device.id
         self.topics = Topics(self.u.topic_prefix, self.device)
         self.settings = link_settings(cfg, self.topics)
@@ -99,7 +90,7 @@ class Uplink:
         self.commands = Commands(cfg, live.jpeg if live else None, live.cameras if live else None,
                                  self._resync)
         self._retention: Retention | None = None  # counted in the thread: a big table takes a while
-        self._bucket = TokenBucket(self.u.bandwidth_bytes_per_s)
+        self._bucket = TokenBucket(self.u.bandwidth_bytes_per_s, clock=pacing_clock)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._drain_until = 0.0
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)

@@ -10,6 +10,11 @@ with load:     20 API clients, each logged in and asking for one of status, even
                fetching the camera's JPEG every 100 ms with If-None-Match, as the
                dashboard's page does
 
+The pipeline runs the default config's detect.threads (auto unless --threads). The bare
+detector (decode excluded) is measured too, at every thread count from 1 to the usable
+cores, and the pipeline without load is compared with the best of them, as in
+`scripts/bench pipeline`.
+
 Fast mode, because at the camera's native 10 fps the pipeline idles most of the time
 and any load would leave fps at 10.0: a ratio of 1.0 that says nothing. In fast mode the
 pipeline uses every core it can, so whatever the web server takes shows. The clients
@@ -21,7 +26,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -33,9 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance import paths
-from appliance.assets import fetch
 from appliance.config import Config
+from tests.bench.common import Bare, frames_done, pipeline_threads, setup, thread_count
 from web.auth import hash_password
 
 PASSWORD = "bench password"
@@ -148,7 +151,7 @@ def pipeline_round(cfg: Config, frames: int, load: list[str] | None) -> tuple[fl
             t0 = time.perf_counter()
             p.start()
             p.join()
-            fps = sum(s.frames for s in p.stats.values()) / (time.perf_counter() - t0)
+            fps = frames_done(p.status()) / (time.perf_counter() - t0)
             result = None
             if proc is not None:
                 out, _ = proc.communicate("stop\n", timeout=60)
@@ -172,20 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=20, help="API clients (default 20)")
     ap.add_argument("--interval", type=float, default=1.0,
                     help="seconds between one client's requests (default 1.0; 0: as fast as possible)")
+    ap.add_argument("--threads", type=thread_count,
+                    help="the pipeline's inference threads, N or auto (default: the config's)")
     ap.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # internal: be the load process
     args = ap.parse_args(argv)
     if args.load:
         run_load(args.load, args.clients, args.interval)
         return 0
-    logging.basicConfig(level=logging.WARNING)
-
-    fetch(paths.assets_dir(paths.data_dir()))
-    cfg = Config()
+    cfg, assets, frames = setup(args)  # the demo config, the asset cache, decoded frames
+    _, threads_text = pipeline_threads(cfg, assets)  # auto measures here, first
     cfg.web.password_hash = hash_password(PASSWORD)
     cfg.web.host = "127.0.0.1"
     load_args = ["--clients", str(args.clients), "--interval", str(args.interval)]
     base, loaded, results = [], [], []
+    bare = Bare()
     for _ in range(args.rounds):
+        bare.measure(cfg, assets, frames)
         base.append(pipeline_round(cfg, args.frames, None)[0])
         fps, result = pipeline_round(cfg, args.frames, load_args)
         loaded.append(fps)
@@ -198,11 +203,15 @@ def main(argv: list[str] | None = None) -> int:
             by_path.setdefault(path, []).append(lat)
     live_lat = [x for r in results for x in r["live_lat"]]
     rate = "as fast as it can" if args.interval == 0 else f"one request every {args.interval:g} s"
-    print(f"frames: {args.frames} of vtest.avi per run, fast mode, {cfg.detect.threads} inference thread(s)")
+    print(f"frames: {args.frames} of vtest.avi per run, fast mode, detect.threads {threads_text}")
     print(f"load: {args.clients} API clients ({rate} each, logged in, keep-alive) + 1 live viewer (every 100 ms)")
     print(f"pipeline fps without load: {b:7.1f}   rounds: {', '.join(f'{x:.1f}' for x in base)}")
     print(f"pipeline fps with load:    {w:7.1f}   rounds: {', '.join(f'{x:.1f}' for x in loaded)}")
     print(f"ratio with/without: {w / b:.3f}   (target >= 0.90)")
+    for line in bare.lines():
+        print(line)
+    print(f"ratio without load/best bare ({bare.best_threads} thread(s)): {b / bare.best:.3f}   "
+          f"with load/best bare: {w / bare.best:.3f}")
     print(f"API latency: p50 {_ms(api, 50):.1f} ms, p95 {_ms(api, 95):.1f} ms, max {_ms(api, 100):.1f} ms "
           f"over {len(api)} requests, errors {sum(r['error_count'] for r in results)}")
     print("  p95 by endpoint: " + ", ".join(f"{p} {_ms(v, 95):.1f} ms" for p, v in sorted(by_path.items())))

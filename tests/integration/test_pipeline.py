@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.events.types import STATE_TYPES
 from tests.unit.test_capture import VTEST_FRAMES, damaged_copy
 
 
@@ -27,11 +28,27 @@ def stored(data_dir: Path) -> list[dict]:
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
+def wait_for_stored(data_dir: Path, n: int, timeout_s: float = 120.0) -> None:
+    """Until the running appliance has committed n events (the deadline only guards a hang)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(f"file:{data_dir / 'appliance.db'}?mode=ro", uri=True) as conn:
+                if conn.execute("SELECT count(*) FROM events").fetchone()[0] >= n:
+                    return
+        except sqlite3.Error:
+            pass  # not created yet
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} events stored in {timeout_s} s")
+
+
 def assert_lifecycles_complete(events: list[dict]) -> None:
     """Every track that started has exactly one end, after its new, and ids are unique."""
     assert len({e["id"] for e in events}) == len(events)
     by_track: dict[tuple, list[str]] = {}
     for e in sorted(events, key=lambda e: e["seq"]):
+        if e["type"] in STATE_TYPES:  # e.g. an adaptive stride change on a busy machine
+            continue
         by_track.setdefault((e["camera"], e["track_id"]), []).append(e["type"])
     for key, types in by_track.items():
         assert types[0] == "new" and types[-1] == "end" and types.count("end") == 1, (key, types)
@@ -72,7 +89,7 @@ def test_signal_stops_cleanly_and_flushes(data_dir, sig):
     # Native rate (10 fps): the 80 s video is far from over when the signal comes.
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--data-dir", str(data_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
+    wait_for_stored(data_dir, 4)
     proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=20)
@@ -95,7 +112,7 @@ def test_corrupt_frames_mid_stream_do_not_stop_the_pipeline(data_dir, assets_dir
     r = appliance("run", "--fast", "--config", str(cfg), data_dir=data_dir)
     assert r.returncode == 0, r.stderr
     assert "could not be decoded (skipped)" in r.stderr
-    finished = [l for l in r.stderr.splitlines() if "finished:" in l][-1]
+    finished = [line for line in r.stderr.splitlines() if "finished:" in line][-1]
     frames = int(finished.split("frames=")[1].split()[0])
     corrupt = int(finished.split("corrupt=")[1].split()[0])
     assert corrupt > 0 and frames + corrupt == VTEST_FRAMES
@@ -105,8 +122,8 @@ def test_corrupt_frames_mid_stream_do_not_stop_the_pipeline(data_dir, assets_dir
 def _one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
     assert r.returncode != 0
     assert "Traceback" not in r.stderr, r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    errors = [l for l in lines if "error" in l.lower()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
     assert errors == [lines[-1]] and lines[-1].startswith("appliance: error: "), r.stderr
     for n in needles:
         assert n in lines[-1], lines[-1]

@@ -72,3 +72,36 @@ def test_live_view_draws_the_tracks(data_dir):
     # The box outline differs from the plain frame; far from any box the two agree.
     edge = np.abs(drawn[y1:y2, x1:x1 + 2].astype(int) - plain[y1:y2, x1:x1 + 2].astype(int)).mean()
     assert edge > 20
+
+
+class HeadCount:
+    """The processor of docs/architecture.md's example: one module's worth of code."""
+
+    def __init__(self, camera_id: str):
+        self.camera_id, self.people, self.frames = camera_id, 0, 0
+
+    def process(self, r):
+        self.frames += 1
+        self.people = sum(1 for t in r.tracks if t.class_id == 0)
+        for t in r.tracks:
+            r.attributes.setdefault(t.id, {})["headcount"] = self.people
+
+
+def test_a_new_track_processor_is_one_line_of_wiring(data_dir, monkeypatch):
+    from appliance import pipeline
+
+    made = []
+
+    def build(cfg, camera, labels):
+        made.append(HeadCount(camera.id))
+        return made[-1]
+
+    monkeypatch.setattr(pipeline, "TRACK_PROCESSORS", (*pipeline.TRACK_PROCESSORS, build))
+    p = Pipeline(Config(), data_dir, fast=True, max_frames=40)
+    p.run(stats_interval_s=60)
+    (hc,) = made
+    assert hc.camera_id == "demo" and hc.frames == 40 + 1  # every frame, and the final one
+    latest = p.live._latest["demo"]
+    people = sum(1 for t in latest.tracks if t.class_id == 0)
+    assert people > 0 and all(latest.attributes[t.id]["headcount"] == people for t in latest.tracks)
+    assert p.status()["events_stored"] > 0  # the lifecycle processor still ran before it

@@ -140,7 +140,7 @@ def test_jetson_without_nvpmodel_is_a_dry_run(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="appliance.control.power")
     root = jetson_tree(tmp_path / "jetson")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no fake tools
-    svc = PowerService(PowerConfig(policy="thermal", root=str(root), interval_s=0.01), tmp_path)
+    svc = PowerService(PowerConfig(policy="thermal", root=str(root), interval_s=0.05), tmp_path)
     set_temperature(root, "cpu-thermal", 90.0)
     svc.tick()
     st = svc.status()

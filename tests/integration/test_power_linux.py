@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -79,12 +81,16 @@ def test_this_machine_has_no_controls_and_says_so(tmp_path):
 
 
 def test_service_thread_starts_and_stops_quickly(pi, tmp_path):
-    svc = PowerService(PowerConfig(policy="monitor", root=str(pi), interval_s=0.05), tmp_path)
+    # An hour between readings: stop() must cut the wait short, not sit it out.
+    svc = PowerService(PowerConfig(policy="monitor", root=str(pi), interval_s=3600.0), tmp_path)
     svc.start()
-    import time
-    time.sleep(0.3)
-    t0 = time.monotonic()
-    svc.stop()
-    assert time.monotonic() - t0 < 1.0
+    deadline = time.monotonic() + 30  # guards against a hang only
+    while svc.status()["mode"] is None:  # until the first reading is in
+        assert time.monotonic() < deadline, "no reading from the power thread"
+        time.sleep(0.01)
+    stopper = threading.Thread(target=svc.stop, daemon=True)
+    stopper.start()
+    stopper.join(60)  # far less than the interval; a stop that waited it out would still be going
+    assert not stopper.is_alive() and not svc._thread.is_alive()
     assert svc.status()["mode"] == "ondemand" and svc.status()["throttled"] is False
     assert governors(pi) == ["ondemand", "ondemand"]  # monitor changes nothing

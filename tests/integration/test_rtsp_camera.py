@@ -23,6 +23,10 @@ from tests.integration.test_pipeline import _one_line_error, appliance, assert_l
 from tests.rtsp_server import start_rtsp_server, stop_rtsp_server
 
 STALL_S = 2.0
+# Deadlines only guard against hangs: far longer than any transition should take, however
+# busy the machine. How long the transitions took is printed, never asserted; the timing
+# rules themselves are tested with a fake clock in tests/unit/test_capture_supervisor.py.
+DEADLINE_S = 60.0
 
 
 class Server:
@@ -55,8 +59,8 @@ def rtsp():
     stop_rtsp_server(server.proc)
 
 
-def wait_for(predicate, timeout: float, step: float = 0.05):
-    """Seconds until predicate() is true; fails after timeout."""
+def wait_for(predicate, timeout: float = DEADLINE_S, step: float = 0.05):
+    """Seconds until predicate() is true (to print, not to assert); fails after timeout."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if predicate():
@@ -86,27 +90,24 @@ cameras:
             return {}
 
     try:
-        wait_for(lambda: cams().get("gate", {}).get("frames", 0) > 20, 60)
+        wait_for(lambda: cams().get("gate", {}).get("frames", 0) > 20)
         assert cams()["gate"]["state"] == "streaming"
 
         rtsp.kill()
-        t_kill = time.monotonic()
-        wait_for(lambda: cams()["gate"]["state"] != "streaming", STALL_S + 2)
-        changed_after = time.monotonic() - t_kill
+        changed_after = wait_for(lambda: cams()["gate"]["state"] != "streaming")
         demo_before = cams()["demo"]["frames"]
-        time.sleep(3)  # the server stays down: reconnection attempts fail meanwhile
+        # The server stays down: reconnection attempts fail, and the other camera goes on.
+        wait_for(lambda: cams()["gate"]["state"] == "failed")
+        assert "cannot open" in cams()["gate"]["state_reason"]
+        wait_for(lambda: cams()["demo"]["frames"] > demo_before + 15)
         down = cams()
-        assert down["gate"]["state"] == "failed" and "cannot open" in down["gate"]["state_reason"]
-        assert down["demo"]["frames"] > demo_before + 15  # the other camera went on at 10 fps
+        assert down["gate"]["state"] == "failed"  # still down while the demo camera went on
         assert proc.poll() is None
 
         gate_frames = down["gate"]["frames"]
         rtsp.restart()
-        t_up = time.monotonic()
-        wait_for(lambda: cams()["gate"]["state"] == "streaming"
-                 and cams()["gate"]["frames"] > gate_frames + 5, 10)
-        recovered_after = time.monotonic() - t_up
-        assert recovered_after <= 5.0
+        recovered_after = wait_for(lambda: cams()["gate"]["state"] == "streaming"
+                                   and cams()["gate"]["frames"] > gate_frames + 5)
         assert cams()["gate"]["reconnects"] == 1
         text = subprocess.run([sys.executable, "-m", "appliance", "status", "--data-dir", str(data_dir)],
                               capture_output=True, text=True).stdout
@@ -144,30 +145,32 @@ def _pipeline(data_dir: Path, cameras: str) -> Pipeline:
     return Pipeline(cfg, data_dir)
 
 
+def _cam(p: Pipeline, cam: str) -> dict:
+    """What the pipeline reports for one camera (state, state_reason, frames, attempts, ...)."""
+    return p.status()["cameras"][cam]
+
+
 def test_frozen_server_is_caught_by_the_stall_timeout(rtsp, data_dir):
     p = _pipeline(data_dir, f"cameras: [{{id: gate, source: '{rtsp.url}', stall_timeout_s: {STALL_S}, "
                             "backoff_max_s: 1.0, open_timeout_s: 3}]")
     p.start()
     try:
-        sup = p.supervisors["gate"]
-        wait_for(lambda: sup.state == "streaming", 20)
+        wait_for(lambda: _cam(p, "gate")["state"] == "streaming")
         rtsp.freeze(True)  # TCP stays open, nothing arrives: a read would wait forever
-        t0 = time.monotonic()
-        wait_for(lambda: sup.state != "streaming", STALL_S + 1.5)
-        assert time.monotonic() - t0 <= STALL_S + 1.0
-        assert sup.state == "stalled"
-        assert REGISTRY.get_sample_value("appliance_camera_state", {"camera": "gate", "state": "stalled"}) == 1
+        stalled_after = wait_for(lambda: _cam(p, "gate")["state"] != "streaming")
+        assert _cam(p, "gate")["state"] == "stalled"
+        wait_for(lambda: REGISTRY.get_sample_value("appliance_camera_state",  # set just after the state
+                                                   {"camera": "gate", "state": "stalled"}) == 1)
         assert REGISTRY.get_sample_value("appliance_camera_state", {"camera": "gate", "state": "streaming"}) == 0
         time.sleep(1.0)
         rtsp.freeze(False)
-        t1 = time.monotonic()
-        frames = p.stats["gate"].frames
-        wait_for(lambda: sup.state == "streaming" and p.stats["gate"].frames > frames, 10)
-        print(f"\nRTSP freeze: stalled after {STALL_S:g}-s timeout; "
-              f"thawed: frames again after {time.monotonic() - t1:.2f} s")
-        assert time.monotonic() - t1 <= 5.0 + 3.0  # at most one hung open (open_timeout_s) in the way
-        st = p.status()["cameras"]["gate"]
-        assert st["state"] == "streaming" and st["reconnects"] >= 1 and st["last_frame_age_s"] < 1
+        frames = _cam(p, "gate")["frames"]
+        thawed_after = wait_for(lambda: _cam(p, "gate")["state"] == "streaming"
+                                and _cam(p, "gate")["frames"] > frames)
+        print(f"\nRTSP freeze: stalled after {stalled_after:.2f} s (stall timeout {STALL_S:g} s); "
+              f"thawed: frames again after {thawed_after:.2f} s")
+        st = _cam(p, "gate")
+        assert st["state"] == "streaming" and st["reconnects"] >= 1 and st["last_frame_age_s"] is not None
     finally:
         p.stop()
         p.join()
@@ -186,12 +189,12 @@ cameras:
 """)
         p.start()
         try:
-            wait_for(lambda: p.stats["tcp"].frames > 10 and p.stats["udp"].frames > 10, 30)
-            wait_for(lambda: p.supervisors["wrong"].state == "failed", 10)
-            assert p.supervisors["tcp"].state == p.supervisors["udp"].state == "streaming"
-            assert "over UDP" in p.supervisors["wrong"].reason
-            # Still trying (the appliance runs on): a second attempt follows within the backoff.
-            wait_for(lambda: p.supervisors["wrong"].attempts >= 2, 15)
+            wait_for(lambda: _cam(p, "tcp")["frames"] > 10 and _cam(p, "udp")["frames"] > 10)
+            wait_for(lambda: _cam(p, "wrong")["state"] == "failed")
+            wait_for(lambda: _cam(p, "tcp")["state"] == _cam(p, "udp")["state"] == "streaming")
+            assert "over UDP" in _cam(p, "wrong")["state_reason"]
+            # Still trying (the appliance runs on): a second attempt follows.
+            wait_for(lambda: _cam(p, "wrong")["attempts"] >= 2)
         finally:
             p.stop()
             p.join()

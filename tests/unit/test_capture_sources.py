@@ -15,8 +15,16 @@ import pytest
 from appliance.capture import readers
 from appliance.capture.frame import Frame
 from appliance.capture.hub import EndOfStream, FrameHub
-from appliance.capture.readers import (CaptureSettings, FfmpegOptions, JetsonReader, check_backend,
-                                       csi_pipeline, gst_pipeline, open_reader, opencv_has_gstreamer)
+from appliance.capture.readers import (
+    CaptureSettings,
+    FfmpegOptions,
+    JetsonReader,
+    check_backend,
+    csi_pipeline,
+    gst_pipeline,
+    open_reader,
+    opencv_has_gstreamer,
+)
 from appliance.capture.source import parse_uri
 from appliance.config import redact_uri
 from appliance.errors import ApplianceError

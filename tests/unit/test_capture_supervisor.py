@@ -27,37 +27,54 @@ class ScriptedCamera:
 
     def __init__(self, fps: float = 50.0):
         self.period = 1.0 / fps
+        self.clock = time.monotonic  # Run puts the camera on the supervisor's clock
         self.up = threading.Event()
         self.up.set()
         self.broken = False  # reads fail
+        self.broken_upto = 0  # reads of connections 1..broken_upto fail (break_current)
         self.hang = threading.Event()  # reads block while set
         self.released = threading.Event()  # released: hung reads return a frame
-        self.opens: list[float] = []
+        self.opens: list[float] = []  # on the supervisor's clock
         self.open_refusals = 0
+        self.connections = 0
         self.live_readers = 0
+        self.hung_reads = 0  # reads blocked right now
+        self.reads: list[tuple[float, float]] = []  # good reads: (began, returned), real monotonic
         self._lock = threading.Lock()
 
+    def break_current(self) -> None:
+        """The open connection breaks (its reads fail from now on); a new one works."""
+        self.broken_upto = self.connections
+
     def connect(self):
-        self.opens.append(time.monotonic())
+        self.opens.append(self.clock())
         if not self.up.is_set():
             self.open_refusals += 1
             raise SourceUnavailable("connection refused")
         cam = self
+        cam.connections += 1
 
         class _Reader:
             description = "scripted"
 
             def __init__(self):
+                self.n = cam.connections
                 with cam._lock:
                     cam.live_readers += 1
 
             def read(self):
+                began = time.monotonic()
                 if cam.hang.is_set():
+                    with cam._lock:
+                        cam.hung_reads += 1
                     cam.released.wait()
+                    with cam._lock:
+                        cam.hung_reads -= 1
                     return True, np.zeros((4, 4, 3), np.uint8)
                 time.sleep(cam.period)
-                if cam.broken or not cam.up.is_set():
+                if cam.broken or self.n <= cam.broken_upto or not cam.up.is_set():
                     return False, None
+                cam.reads.append((began, time.monotonic()))
                 return True, np.full((4, 4, 3), 7, np.uint8)
 
             def release(self):
@@ -67,23 +84,76 @@ class ScriptedCamera:
         return _Reader()
 
 
+SUPERVISOR_THREAD = "camera-c"
+DEADLINE_S = 30.0  # guards against hangs only; no outcome depends on how fast this machine is
+
+
+def wait_until(predicate, what: str, timeout: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not true after {timeout} s: {what}"
+        time.sleep(0.002)
+
+
+class FakeClock:
+    """The supervisor's clock. It moves only when the test moves it, or when the
+    supervisor waits between attempts (such a wait passes its time at once). So what
+    the supervisor decides depends on the test's times, never on this machine's speed.
+    """
+
+    def __init__(self) -> None:
+        self.t = 1000.0  # a binary fraction: sums of the test's steps stay exact
+        self.waits: list[float] = []  # every wait the supervisor asked for, in order
+        self._reads = 0  # by the supervisor thread
+        self._cond = threading.Condition()
+
+    def __call__(self) -> float:
+        with self._cond:
+            if threading.current_thread().name == SUPERVISOR_THREAD:
+                self._reads += 1
+                self._cond.notify_all()
+            return self.t
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self.t += seconds
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        with self._cond:
+            self.waits.append(seconds)
+            self.t += seconds
+        return stop.wait(0.001)  # a moment of real time, so that a loop of waits does not spin
+
+    def settle(self) -> None:
+        """Return once the supervisor has acted on the current time: its thread has looked
+        at the clock twice since (the second look comes after the first one's decision)."""
+        with self._cond:
+            target = self._reads + 2
+            assert self._cond.wait_for(lambda: self._reads >= target, DEADLINE_S), \
+                "the supervisor stopped looking at its clock"
+
+
 class Run:
-    """A supervisor on its thread, recording frames and state changes."""
+    """A supervisor on its thread and a fake clock, recording frames and state changes."""
 
     def __init__(self, cam: ScriptedCamera, policy: SupervisorPolicy, max_frames=None):
         self.frames, self.states = [], []
         self.stop = threading.Event()
+        self.clock = FakeClock()
+        cam.clock = self.clock
         self.sup = CameraSupervisor("c", "scripted", cam.connect, self._deliver, policy,
                                     on_state=self._on_state, max_frames=max_frames,
-                                    rng=random.Random(1), tick_s=0.01)
-        self.thread = threading.Thread(target=self.sup.run, args=(self.stop,), daemon=True)
+                                    rng=random.Random(1), tick_s=0.01, clock=self.clock,
+                                    wait=self.clock.wait)
+        self.thread = threading.Thread(target=self.sup.run, args=(self.stop,), name=SUPERVISOR_THREAD,
+                                       daemon=True)
 
     def _deliver(self, frame, read_s):
         self.frames.append(frame)
         return True
 
     def _on_state(self, state, previous, reason):
-        self.states.append((time.monotonic(), state, previous, reason))
+        self.states.append((self.clock.t, state, previous, reason))  # when, on the fake clock
 
     def __enter__(self):
         self.thread.start()
@@ -91,17 +161,12 @@ class Run:
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.thread.join(5)
+        self.thread.join(DEADLINE_S)
         assert not self.thread.is_alive()
 
-    def wait_state(self, state: str, timeout: float) -> float:
-        """Seconds until the supervisor is in `state`; fails after timeout."""
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.sup.state == state:
-                return time.monotonic() - t0
-            time.sleep(0.005)
-        raise AssertionError(f"not {state} after {timeout} s: {self.sup.state} ({self.sup.reason})")
+    def wait_state(self, state: str) -> None:
+        wait_until(lambda: self.sup.state == state,
+                   f"state {state} (now {self.sup.state}: {self.sup.reason})")
 
 
 FAST = SupervisorPolicy(stall_timeout_s=0.5, open_timeout_s=0.5, backoff_initial_s=0.05,
@@ -110,15 +175,20 @@ FAST = SupervisorPolicy(stall_timeout_s=0.5, open_timeout_s=0.5, backoff_initial
 
 def test_connects_streams_with_honest_times_and_stops():
     cam = ScriptedCamera()
+    mono0, wall0 = time.monotonic(), time.time()
     with Run(cam, FAST) as run:
-        run.wait_state("streaming", 2)
-        time.sleep(0.3)
+        run.wait_state("streaming")
+        wait_until(lambda: len(run.frames) >= 5, "5 frames")
+    mono1, wall1 = time.monotonic(), time.time()
     frames = run.frames
-    assert len(frames) >= 5
     assert [f.seq for f in frames] == list(range(len(frames)))
-    mono = [f.t_capture_monotonic for f in frames]
-    assert mono == sorted(mono) and np.diff(mono).min() >= cam.period * 0.5
-    assert abs(frames[-1].t_capture_wall - time.time()) < 2
+    # Each frame carries the time its own read returned: stamped after that read, before
+    # the next one began; not a time made up later.
+    for f, (_, returned), (began_next, _) in zip(frames, cam.reads, cam.reads[1:]):
+        assert returned <= f.t_capture_monotonic <= began_next
+    assert mono0 <= frames[0].t_capture_monotonic and frames[-1].t_capture_monotonic <= mono1
+    walls = [f.t_capture_wall for f in frames]
+    assert walls == sorted(walls) and wall0 <= walls[0] and walls[-1] <= wall1
     assert [s[1:3] for s in run.states] == [("streaming", "connecting")]
     assert cam.live_readers == 0  # the capture was released on stop
 
@@ -127,16 +197,21 @@ def test_failed_opens_back_off_capped_with_jitter_then_recover():
     cam = ScriptedCamera()
     cam.up.clear()
     with Run(cam, FAST) as run:
-        run.wait_state("failed", 2)
-        time.sleep(1.5)
-        gaps = np.diff(cam.opens)
+        run.wait_state("failed")
+        wait_until(lambda: len(cam.opens) >= 8, "8 attempts")
+        tried = len(cam.opens)
         cam.up.set()
-        recovery = run.wait_state("streaming", 2)
+        run.wait_state("streaming")
+    waits = np.array(run.clock.waits)
     # Waits double from 0.05 s and stop at 0.2 s; jitter shortens each by up to 25 %.
-    assert gaps[0] < 0.1 and gaps[1] > gaps[0]
-    assert 0.2 * 0.75 - 0.02 <= gaps[-3:].min() and gaps.max() <= 0.2 + 0.1
-    assert len(set(np.round(gaps[-4:], 3))) > 1  # jittered, not a fixed period
-    assert recovery <= 0.2 + 0.2
+    assert 0.05 * 0.75 <= waits[0] <= 0.05 and 0.1 * 0.75 <= waits[1] <= 0.1
+    assert all(0.2 * 0.75 <= w <= 0.2 for w in waits[2:])
+    assert len(set(np.round(waits[2:], 6))) > 1  # jittered, not a fixed period
+    # Each attempt follows its wait, with nothing in between.
+    gaps = np.diff(cam.opens)
+    assert np.allclose(gaps, waits[:len(gaps)])
+    # Back: the first attempt after it streams (one may have been under way already).
+    assert len(cam.opens) <= tried + 2
     assert [s[1] for s in run.states] == ["failed", "streaming"]  # no event per retry
     assert run.sup.attempts == len(cam.opens) and run.sup.reconnects == 0
 
@@ -144,15 +219,16 @@ def test_failed_opens_back_off_capped_with_jitter_then_recover():
 def test_failing_reads_mean_stalled_then_reconnect_continues_seq():
     cam = ScriptedCamera()
     with Run(cam, FAST) as run:
-        run.wait_state("streaming", 2)
-        time.sleep(0.2)
-        cam.broken = True
-        took = run.wait_state("stalled", 2)
-        assert took < FAST.stall_timeout_s  # read errors are noticed before the watchdog
+        run.wait_state("streaming")
+        wait_until(lambda: len(run.frames) >= 5, "5 frames")
+        cam.break_current()
+        run.wait_state("stalled")
         assert "failed reads" in run.sup.reason
-        cam.broken = False
-        run.wait_state("streaming", 2)
-        time.sleep(0.2)
+        # Noticed from the reads: the clock has not moved, so the watchdog could not have fired.
+        assert run.states[-1][0] == 1000.0
+        run.wait_state("streaming")
+        n = len(run.frames)
+        wait_until(lambda: len(run.frames) >= n + 5, "5 frames from the new connection")
     seqs = [f.seq for f in run.frames]
     assert seqs == list(range(len(seqs)))  # one sequence across both connections
     assert [s[1] for s in run.states] == ["streaming", "stalled", "streaming"]
@@ -161,25 +237,33 @@ def test_failing_reads_mean_stalled_then_reconnect_continues_seq():
 
 def test_hung_read_is_caught_from_outside_and_abandoned():
     cam = ScriptedCamera()
-    policy = SupervisorPolicy(stall_timeout_s=0.4, open_timeout_s=0.5, backoff_initial_s=0.05,
-                              backoff_max_s=0.1, max_hung_readers=2)
+    policy = SupervisorPolicy(stall_timeout_s=0.5, open_timeout_s=0.5, backoff_initial_s=0.0625,
+                              backoff_max_s=0.125, max_hung_readers=2)
     with Run(cam, policy) as run:
-        run.wait_state("streaming", 2)
+        run.wait_state("streaming")
         cam.hang.set()  # the next read never returns
-        t_hang = time.monotonic()
-        run.wait_state("stalled", 2)
-        stalled_after = run.states[-1][0] - t_hang
-        assert policy.stall_timeout_s <= stalled_after <= policy.stall_timeout_s + 0.3
+        wait_until(lambda: cam.hung_reads == 1, "a read stuck in the backend")
+        t_hang = run.clock.t  # the last frame came no later than this
+        run.clock.advance(policy.stall_timeout_s)  # exactly the timeout: not over it yet
+        run.clock.settle()
+        assert run.sup.state == "streaming"
+        run.clock.advance(0.0625)
+        run.wait_state("stalled")
+        assert run.states[-1][0] == t_hang + policy.stall_timeout_s + 0.0625  # at the first look past it
+        assert "no frame for 0.5 s" in run.sup.reason
         # Every new connection hangs too; two stuck reads are the limit: no third thread.
-        time.sleep(2.0)
+        wait_until(lambda: cam.hung_reads == 2, "the new connection's read stuck as well")
+        run.clock.advance(policy.open_timeout_s + policy.stall_timeout_s + 0.0625)
+        wait_until(lambda: run.sup.state == "failed" and "stuck" in run.sup.reason, "failed: reads stuck")
+        t_stuck = run.clock.t
+        wait_until(lambda: run.clock.t >= t_stuck + 3 * policy.stall_timeout_s, "three more rounds of waiting")
         assert run.sup.state == "failed" and "stuck" in run.sup.reason
-        assert cam.live_readers == 2
+        assert len(cam.opens) == 2 and cam.live_readers == 2
         n_frames = len(run.frames)
         cam.hang.clear()
         cam.released.set()  # the stuck reads return a frame each: too late, discarded
-        run.wait_state("streaming", 3)
-        time.sleep(0.2)
-        assert run.sup.discarded == 2
+        run.wait_state("streaming")
+        wait_until(lambda: run.sup.discarded == 2 and len(run.frames) > n_frames, "both stuck frames discarded")
     new = run.frames[n_frames:]
     assert new and all(f.image[0, 0, 0] == 7 for f in new)  # only frames from the fresh connection
     seqs = [f.seq for f in run.frames]
@@ -189,11 +273,18 @@ def test_hung_read_is_caught_from_outside_and_abandoned():
 def test_open_that_never_delivers_a_frame_times_out():
     cam = ScriptedCamera()
     cam.hang.set()  # opens, then the first read hangs
-    policy = SupervisorPolicy(stall_timeout_s=0.3, open_timeout_s=0.3, backoff_initial_s=0.05,
-                              backoff_max_s=0.1)
+    policy = SupervisorPolicy(stall_timeout_s=0.25, open_timeout_s=0.25, backoff_initial_s=0.0625,
+                              backoff_max_s=0.125)
     with Run(cam, policy) as run:
-        took = run.wait_state("failed", 3)
-        assert 0.6 <= took <= 1.0 and "no frame within 0.6 s" in run.sup.reason
+        wait_until(lambda: cam.hung_reads == 1, "the first read stuck")
+        t_open = cam.opens[0]
+        run.clock.advance(0.5)  # open + stall timeout, exactly: not over yet
+        run.clock.settle()
+        assert run.sup.state == "connecting"
+        run.clock.advance(0.0625)
+        run.wait_state("failed")
+        assert run.states[0][0] == t_open + 0.5625
+        assert "no frame within 0.5 s" in run.sup.reason
         cam.hang.clear()
         cam.released.set()
 
@@ -202,7 +293,7 @@ def test_max_frames_ends_the_run():
     cam = ScriptedCamera(fps=200)
     run = Run(cam, FAST, max_frames=20)
     run.thread.start()
-    run.thread.join(5)
+    run.thread.join(DEADLINE_S)
     assert not run.thread.is_alive()
     assert [f.seq for f in run.frames] == list(range(20))
 

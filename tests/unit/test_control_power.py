@@ -5,11 +5,16 @@ from datetime import datetime
 
 import pytest
 
-from appliance.config import PowerConfig, PowerScheduleEntry
+from appliance.config import PowerConfig, PowerScheduleEntry, from_dict
 from appliance.control.power import PowerPolicy, parse_schedule
-from appliance.control.power_backends import (Reading, nvpmodel_ladder, parse_jetson_clocks_show,
-                                              parse_nvpmodel_modes, parse_nvpmodel_query,
-                                              parse_throttled)
+from appliance.control.power_backends import (
+    Reading,
+    nvpmodel_ladder,
+    parse_jetson_clocks_show,
+    parse_nvpmodel_modes,
+    parse_nvpmodel_query,
+    parse_throttled,
+)
 from appliance.errors import ApplianceError
 
 
@@ -56,10 +61,11 @@ def test_jetson_clocks_show():
 
 
 def test_schedule_needs_valid_times_and_entries():
+    # Checked by the config when it loads (appliance/config/power.py); parse_schedule sorts.
     with pytest.raises(ApplianceError, match=r"power.schedule\[1\].at: expected HH:MM"):
-        parse_schedule(PowerConfig(schedule=[PowerScheduleEntry("07:00", "a"), PowerScheduleEntry("25:00", "b")]))
+        from_dict({"power": {"schedule": [{"at": "07:00", "mode": "a"}, {"at": "25:00", "mode": "b"}]}})
     with pytest.raises(ApplianceError, match="needs at least one entry"):
-        parse_schedule(PowerConfig(policy="schedule"))
+        from_dict({"power": {"policy": "schedule"}})
     assert parse_schedule(PowerConfig(schedule=[PowerScheduleEntry("22:30", "b"),
                                                 PowerScheduleEntry("7:00", "a")])) == [(420, "a"), (1350, "b")]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.detect.manifest import load_manifest, parse_labels
+from appliance.detect.manifest import load_manifest, parse_labels, show_path
 from appliance.errors import ApplianceError
 
 BASE = {
@@ -149,3 +149,24 @@ def test_shipped_manifests_load(assets_dir):
     yolo = load_manifest("yolov8-fall-test", assets_dir)
     assert yolo.format == "onnx" and yolo.input.resize == "letterbox" and yolo.labels is None
     assert "AGPL" in yolo.license
+
+
+def test_every_problem_of_a_manifest_at_once(tmp_path):
+    p = write(tmp_path, format="pb", thresh=1, input={"width": -1, "height": 300, "resize": "crop"})
+    with pytest.raises(ApplianceError) as e:
+        load_manifest(p, tmp_path)
+    lines = str(e.value).splitlines()
+    assert all(line.startswith(show_path(p) + ": ") for line in lines)
+    text = str(e.value)
+    for expect in ("format: must be one of tflite, onnx, engine, got 'pb'", "input.width: must be a positive integer",
+                   "input.resize: must be one of stretch, letterbox, got 'crop'", "unknown key thresh"):
+        assert expect in text
+    assert len(lines) == 4
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfen\x00a\x00", b"name: a\nname: b\n", b"a: " + b"[" * 5000])
+def test_unreadable_manifests_name_the_file(tmp_path, data):
+    p = tmp_path / "model.yaml"
+    p.write_bytes(data)
+    with pytest.raises(ApplianceError, match="model.yaml: not a readable YAML file"):
+        load_manifest(p, tmp_path)

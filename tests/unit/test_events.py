@@ -1,14 +1,31 @@
 from __future__ import annotations
 
-import itertools
 import json
+import threading
 import time
 
 import numpy as np
+import pytest
 
 from appliance.capture.frame import Frame
-from appliance.events.lifecycle import Lifecycle
-from appliance.track.sort import Track, TrackerOutput
+from appliance.detect.types import Detections
+from appliance.events.lifecycle import Event, Lifecycle
+from appliance.events.sink import EventSink
+from appliance.events.state import StateEvent
+from appliance.events.types import EVENT_TYPES, STATE_TYPES, TRACK_TYPES
+from appliance.result import FrameResult
+from appliance.track.sort import Track
+
+
+class Collector:
+    """Stands in for the store writer: keeps what it is given, in order."""
+
+    def __init__(self):
+        self.events, self.captured = [], []
+
+    def put(self, events, captured_at=None):
+        self.events += events
+        self.captured.append(captured_at)
 
 
 def _track(tid: int, x: float, class_id: int = 0, score: float = 0.9) -> Track:
@@ -16,23 +33,28 @@ def _track(tid: int, x: float, class_id: int = 0, score: float = 0.9) -> Track:
                  class_id=class_id, hits=3, hit_streak=3, age=3, time_since_update=0, confirmed=True)
 
 
-def _frame(seq: int, ts: float) -> Frame:
-    return Frame(np.zeros((480, 640, 3), np.uint8), "cam", seq, time.monotonic(), ts)
+def _result(seq: int, ts: float, tracks=(), ended=()) -> FrameResult:
+    frame = Frame(np.zeros((480, 640, 3), np.uint8), "cam", seq, time.monotonic(), ts)
+    return FrameResult(frame, Detections.empty(), tracks=list(tracks), ended=list(ended))
 
 
-def _lifecycle(interval: float = 1.0, base: int = 0) -> Lifecycle:
-    return Lifecycle("dev-1", "cam", ["person", "bicycle", "car"], interval,
-                     itertools.count(41).__next__, track_id_base=base)
+def _lifecycle(interval: float = 1.0) -> Lifecycle:
+    return Lifecycle("dev-1", "cam", ["person", "bicycle", "car"], interval)
 
 
-def test_new_then_rate_limited_updates_then_end():
-    lc = _lifecycle(interval=1.0)
-    events = []
+def _run(lc: Lifecycle, r: FrameResult) -> list[Event]:
+    lc.process(r)
+    return r.events
+
+
+def test_new_then_rate_limited_updates_then_end_numbered_by_the_sink():
+    lc, out = _lifecycle(interval=1.0), Collector()
+    sink = EventSink("dev-1", out, first_seq=41)
     for i in range(25):  # 10 fps for 2.5 s
-        events += lc.on_frame(_frame(i, 1000.0 + i / 10), TrackerOutput([_track(7, i)], []))
+        sink.emit(_run(lc, _result(i, 1000.0 + i / 10, [_track(7, i)])))
     assert lc.live == 1
-    last = _track(7, 24)
-    events += lc.on_frame(_frame(25, 1002.5), TrackerOutput([], [last]))
+    sink.emit(_run(lc, _result(25, 1002.5, ended=[_track(7, 24)])))
+    events = out.events
     assert [e.type for e in events] == ["new", "update", "update", "end"]
     assert [e.ts for e in events] == [1000.0, 1001.0, 1002.0, 1002.4]  # end: last time it was seen
     assert [e.seq for e in events] == [41, 42, 43, 44]
@@ -44,25 +66,24 @@ def test_new_then_rate_limited_updates_then_end():
 
 def test_end_only_for_known_tracks_and_only_once():
     lc = _lifecycle()
-    assert lc.on_frame(_frame(0, 1.0), TrackerOutput([], [_track(3, 0)])) == []
-    lc.on_frame(_frame(0, 1.0), TrackerOutput([_track(4, 0)], []))
-    ends = lc.finish([_track(4, 0)])
-    assert [e.type for e in ends] == ["end"]
-    assert lc.finish([_track(4, 0)]) == []
+    assert _run(lc, _result(0, 1.0, ended=[_track(3, 0)])) == []
+    _run(lc, _result(0, 1.0, [_track(4, 0)]))
+    assert [e.type for e in _run(lc, _result(1, 1.1, ended=[_track(4, 0)]))] == ["end"]
+    assert _run(lc, _result(2, 1.2, ended=[_track(4, 0)])) == []
 
 
-def test_track_id_base_and_labels():
-    lc = _lifecycle(base=100)
-    (e,) = lc.on_frame(_frame(0, 1.0), TrackerOutput([_track(1, 0, class_id=2)], []))
+def test_labels_including_one_outside_the_list():
+    lc = _lifecycle()
+    (e,) = _run(lc, _result(0, 1.0, [_track(101, 0, class_id=2)]))
     assert e.track_id == 101 and e.label == "car"
-    (e,) = lc.on_frame(_frame(0, 1.0), TrackerOutput([_track(2, 0, class_id=57)], []))
+    (e,) = _run(lc, _result(0, 1.0, [_track(102, 0, class_id=57)]))
     assert e.label == "class57"  # a class outside the label list still gets a name
 
 
 def test_json_is_the_one_serialisation():
-    lc = _lifecycle()
-    (e,) = lc.on_frame(_frame(5, 1234.5), TrackerOutput([_track(1, 3.04)], []))
-    d = json.loads(e.to_json())
+    out = Collector()
+    EventSink("dev-1", out, 41).emit(_run(_lifecycle(), _result(5, 1234.5, [_track(1, 3.04)])))
+    d = json.loads(out.events[0].to_json())
     assert d == {"id": "dev-1:41", "seq": 41, "type": "new", "device": "dev-1", "camera": "cam",
                  "track_id": 1, "label": "person", "score": 0.9, "box": [3.0, 10.0, 23.0, 50.0],
                  "ts": 1234.5, "first_seen": 1234.5, "frame_seq": 5, "schema": 1}
@@ -71,7 +92,42 @@ def test_json_is_the_one_serialisation():
 def test_boxes_are_clipped_to_the_frame():
     lc = _lifecycle()
     t = _track(1, 630)  # x2 = 650 on a 640-wide frame
-    (e,) = lc.on_frame(_frame(0, 1.0), TrackerOutput([t], []))
+    (e,) = _run(lc, _result(0, 1.0, [t]))
     assert e.box == [630.0, 10.0, 640.0, 50.0]
-    (end,) = lc.finish([t])
+    (end,) = _run(lc, _result(1, 1.1, ended=[t]))
     assert end.box == [630.0, 10.0, 640.0, 50.0]
+
+
+def test_event_types_come_from_one_list():
+    assert EVENT_TYPES == TRACK_TYPES + STATE_TYPES
+    with pytest.raises(ValueError, match="not one of"):
+        Event("", 0, "zone", "d", "c", 1, "person", 0.9, [0, 0, 1, 1], 0.0, 0.0, 0)
+    with pytest.raises(ValueError, match="not one of"):
+        StateEvent("", 0, "new", "d", "c", "x", "y", "why", 0.0)
+
+
+def test_sink_numbers_events_from_many_threads_in_the_order_the_writer_gets_them():
+    out = Collector()
+    sink = EventSink("dev", out, first_seq=1)
+
+    def emit_states(cam: str):
+        for i in range(200):
+            sink.state("camera", cam, "streaming", "connecting", f"try {i}")
+
+    threads = [threading.Thread(target=emit_states, args=(c,)) for c in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e.seq for e in out.events] == list(range(1, 801))
+    assert all(e.id == f"dev:{e.seq}" for e in out.events)
+
+
+def test_sink_after_close_stores_nothing_and_passes_the_capture_time():
+    out = Collector()
+    sink = EventSink("dev", out, first_seq=7)
+    (e,) = sink.emit([StateEvent("", 0, "power", "dev", "", "MAXN", "5W", "cool", 1.0)], captured_at=12.5)
+    assert (e.seq, out.captured) == (7, [12.5])
+    sink.close()
+    assert sink.emit([StateEvent("", 0, "power", "dev", "", "5W", "MAXN", "hot", 2.0)]) == []
+    assert len(out.events) == 1

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from appliance import config
-from appliance.errors import ApplianceError
 from appliance.config import mask_secrets
+from appliance.errors import ApplianceError
 from appliance.uplink.commands import Commands
 from appliance.uplink.messages import Topics
 from appliance.uplink.service import PASSWORD_ENV, link_settings
@@ -98,7 +98,7 @@ uplink:
   bandwidth_bytes_per_s: 20000
 """)
     u = config.load(p).uplink
-    assert (u.enabled, u.host, u.port, u.topic_prefix, u.username, u.password) == \
+    assert (u.enabled, u.host, u.port, u.topic_prefix, u.username, u.password.get_secret_value()) == \
         (True, "broker.example", 8883, "acme/site1", "gate-3", "pw")
     assert (u.tls.ca_file, u.tls.cert_file, u.tls.key_file) == ("/etc/ca.pem", "/etc/c.pem", "/etc/k.pem")
     assert (u.batch_size, u.max_inflight, u.backlog.max_rows, u.backlog.max_age_days,

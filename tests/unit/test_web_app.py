@@ -11,8 +11,10 @@ import pytest
 
 from appliance.capture.frame import Frame
 from appliance.config import Config, WebConfig
+from appliance.detect.types import Detections
 from appliance.events.lifecycle import Event
 from appliance.live import LiveView
+from appliance.result import FrameResult
 from appliance.store.writer import EventWriter
 from web import create_app
 from web.auth import hash_password
@@ -277,14 +279,14 @@ def test_live_jpeg_encodes_only_when_asked_and_once_per_frame(db_path):
     assert c.get("/api/live/gate.jpg").status_code == 404  # no frame yet
     img = np.full((120, 160, 3), 80, np.uint8)
     for seq in range(5):
-        live.update(Frame(img, "gate", seq, 0.0, 0.0), [])
+        live.update(FrameResult(Frame(img, "gate", seq, 0.0, 0.0), Detections.empty()))
     assert live.encodes == 0  # frames passing with nobody watching cost no encoding
     r = c.get("/api/live/gate.jpg")
     assert r.status_code == 200 and r.mimetype == "image/jpeg" and r.headers["ETag"] == '"gate-4"'
     assert cv2.imdecode(np.frombuffer(r.data, np.uint8), cv2.IMREAD_COLOR).shape == (120, 160, 3)
     r = c.get("/api/live/gate.jpg", headers={"If-None-Match": '"gate-4"'})
     assert r.status_code == 304 and live.encodes == 1
-    live.update(Frame(img, "gate", 5, 0.0, 0.0), [])
+    live.update(FrameResult(Frame(img, "gate", 5, 0.0, 0.0), Detections.empty()))
     r = c.get("/api/live/gate.jpg", headers={"If-None-Match": '"gate-4"'})
     assert r.status_code == 200 and r.headers["ETag"] == '"gate-5"' and live.encodes == 2
     assert c.get("/api/live/nope.jpg").status_code == 404

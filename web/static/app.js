@@ -171,9 +171,16 @@ function renderHealth(s) {
     tile(dl, "Power & temperature", "not configured", "no power manager on this device");
   }
   const disk = s.disk || {};
-  tile(dl, "Disk", disk.used_percent !== undefined ? `${fmt.num(disk.used_percent)} % used` : "–",
-    `${fmt.bytes(disk.free_bytes)} free of ${fmt.bytes(disk.total_bytes)} · database ${fmt.bytes(s.database_bytes)}`,
-    disk.used_percent > 90 ? "bad" : "");
+  // appliance/store/disk.py: state ok | low (under the reserve: old events are deleted) | full (writes fail)
+  const diskState = disk.state;
+  tile(dl, "Disk",
+    (disk.used_percent !== undefined ? `${fmt.num(disk.used_percent)} % used` : "–") + (diskState ? ` · ${diskState}` : ""),
+    [`${fmt.bytes(disk.free_bytes)} free of ${fmt.bytes(disk.total_bytes)}`,
+     disk.reserve_bytes ? `reserve ${fmt.bytes(disk.reserve_bytes)}` : "",
+     disk.pruned_events ? `${fmt.int(disk.pruned_events)} old events deleted for space` : "",
+     diskState === "full" && disk.error ? `writes fail: ${disk.error}` : "",
+     `database ${fmt.bytes(s.database_bytes)}`].filter(Boolean).join(" · "),
+    diskState === "full" ? "bad" : diskState === "low" ? "warn" : disk.used_percent > 90 ? "bad" : "");
   tile(dl, "Uptime", fmt.duration(s.uptime_s), `system ${fmt.duration(s.system_uptime_s)}`);
   const m = s.model || {};
   tile(dl, "Model", `${m.name || "–"} ${m.version || ""}`, `${m.backend || ""} on ${m.device || ""}`);

@@ -36,6 +36,7 @@ class Backend(Protocol):
     max_batch: int | None  # frames per run(); None: any number
     fixed_batch: bool  # True: run() must get exactly max_batch frames
     metadata: dict[str, str]  # model metadata (ONNX custom metadata), may be empty
+    threads: int  # CPU inference threads asked of the runtime (detect.threads, resolved)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """One inference on a [B, ...] tensor in the manifest's dtype; outputs as float arrays."""

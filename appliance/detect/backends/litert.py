@@ -99,6 +99,7 @@ class LiteRTBackend:
         self.max_batch = 1
         self.fixed_batch = True
         self.metadata: dict[str, str] = {}
+        self.threads = threads  # CPU inference threads asked of the runtime
         log.info("litert: loaded %s on %s, %d thread(s)", self.model_file.name, self.device, threads)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:

@@ -73,6 +73,7 @@ class OnnxBackend:
         self.max_batch = None if batch == -1 else batch
         self.fixed_batch = batch != -1
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.threads = threads  # CPU inference threads asked of the runtime
         log.info("onnxruntime: loaded %s on %s (%s), %d thread(s)", manifest.file.name,
                  self.device, ",".join(used), threads)
 

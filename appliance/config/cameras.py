@@ -1,0 +1,150 @@
+"""`cameras`: where frames come from (appliance/capture/)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import field_validator
+from pydantic_core import PydanticCustomError
+
+from appliance.config.base import FileCheck, OptionalText, Problems, Section, Text, key
+from appliance.config.secrets import redact_uri
+
+
+def classify_source(uri: str) -> tuple[str, str]:
+    """(kind, target) of a camera source URI; ValueError says what is wrong with it.
+
+    kind: file (target: a path, or `asset:NAME`'s NAME with kind "asset"), rtsp, v4l2,
+    csi, gst or jetson. capture/source.py's parse_uri builds on this."""
+    if uri.startswith("jetson:"):
+        inner = uri[len("jetson:"):]
+        if not inner:
+            raise ValueError("expected jetson:URI, e.g. jetson:csi://0")
+        return "jetson", inner
+    if uri.startswith("gst:") or " ! " in uri:
+        pipeline = uri[len("gst:"):].strip() if uri.startswith("gst:") else uri.strip()
+        if not pipeline:
+            raise ValueError("expected gst:PIPELINE")
+        return "gst", pipeline
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme == "asset":
+        if not parsed.path:
+            raise ValueError("expected asset:NAME, a file in the asset cache")
+        return "asset", parsed.path
+    if scheme == "file":
+        if not parsed.path:
+            raise ValueError("expected file:///path")
+        return "file", parsed.path
+    if scheme in ("rtsp", "rtsps"):
+        return "rtsp", uri
+    if scheme == "v4l2":
+        if not parsed.path.startswith("/dev/video"):
+            raise ValueError("expected v4l2:///dev/videoN")
+        return "v4l2", parsed.path
+    if scheme == "csi":
+        sensor = parsed.netloc or parsed.path.strip("/")
+        if not sensor.isdigit():
+            raise ValueError("expected csi://N (N: the sensor id, 0, 1, ...)")
+        return "csi", sensor
+    if scheme == "" or len(scheme) == 1:  # a plain path (or a Windows drive letter)
+        return "file", uri
+    raise ValueError(f"unsupported scheme {scheme!r} (supported: a path, file://, asset:, "
+                     "rtsp://, v4l2://, csi://, gst:, jetson:)")
+
+
+class CameraConfig(Section):
+    id: Text = key(doc="camera name, unique on this device")
+    source: Text = key(
+        doc="a file: `/path/file.mp4`, `file:///path`, `asset:NAME` (a file in the asset cache). A live "
+            "camera: `rtsp://user:pw@host/stream`, `v4l2:///dev/video0`, `csi://N` (Jetson CSI sensor N "
+            "through `nvarguscamerasrc`), `gst:PIPELINE` or any string containing ` ! ` (a GStreamer "
+            "pipeline; a BGR `appsink` is appended when it has none), `jetson:URI` (any of these through "
+            "jetson-utils `videoSource`). A password in an `rtsp://` URL is masked wherever the config "
+            "is shown")
+    realtime: bool = key(
+        True, doc="files: play at the native frame rate, like a camera. `false` (or `appliance run "
+                  "--fast`) processes every frame as fast as possible")
+    loop: bool = key(False, doc="files: start again at the end")
+    # Live cameras (rtsp, v4l2, csi, gst, jetson): supervision and capture settings.
+    stall_timeout_s: float = key(
+        5.0, lo=0.5, hi=600.0,
+        doc="live: no frame for this long makes the camera `stalled` and starts a reconnection; also "
+            "the RTSP read timeout")
+    open_timeout_s: float = key(
+        10.0, lo=0.5, hi=600.0,
+        doc="live: longest a connection attempt may take (the RTSP open timeout); with no frame within "
+            "`open_timeout_s + stall_timeout_s` of connecting, the attempt has failed")
+    backoff_initial_s: float = key(
+        0.5, lo=0.01, hi=600.0,
+        doc="live: wait before the first reconnection attempt; it doubles after each failed attempt")
+    backoff_max_s: float = key(
+        2.0, lo=0.1, hi=3600.0,
+        doc="live: longest wait between attempts. Each wait is shortened by a random 0–25 % (jitter), "
+            "so cameras that failed together do not retry in step. With the default, a camera that "
+            "comes back streams again within about 3 s")
+    rtsp_transport: Literal["tcp", "udp"] = key(
+        "tcp", doc="RTSP: RTP inside the RTSP TCP connection (works through NAT and firewalls, no loss), "
+                   "or UDP. See \"RTSP options\" below")
+    width: int = key(0, lo=0, hi=16384,
+                     doc="v4l2, csi, jetson: requested width; `0`: the camera's default (csi: 1920)")
+    height: int = key(0, lo=0, hi=16384,
+                      doc="v4l2, csi, jetson: requested height; `0`: the camera's default (csi: 1080)")
+    fps: float = key(
+        0.0, lo=0.0, hi=1000.0,
+        doc="v4l2, csi, jetson: requested frame rate; `0`: the camera's default (csi: 30). A V4L2 "
+            "camera that gives something else is logged")
+    fourcc: OptionalText = key(
+        None, doc="v4l2: pixel format to ask for, e.g. `MJPG` (most USB cameras deliver 1080p at full "
+                  "rate only as MJPG); none: the driver's default")
+    target_fps: float = key(
+        0.0, lo=0.0, hi=1000.0,
+        doc="adaptive stride: frames per second this camera should be handled at; `0`: "
+            "`adaptive.target_fps`")
+    late_after_s: float = key(
+        1.0, lo=0.01, hi=600.0,
+        doc="a frame older than this when the detector takes it is counted as late (`late` in status, "
+            "`appliance_frames_late_total`)")
+
+    @field_validator("source")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        try:
+            classify_source(value)
+        except ValueError as e:
+            raise PydanticCustomError("camera_source", "{reason}, got {value}",
+                                      {"reason": str(e), "value": repr(redact_uri(value))}) from None
+        return value
+
+
+def default_cameras() -> list[CameraConfig]:
+    return [CameraConfig(id="demo", source="asset:vtest.avi")]
+
+
+def check_cameras(cameras: list[CameraConfig]) -> None:
+    """The rules of the list as a whole (raised as `cameras...` errors)."""
+    p = Problems()
+    if not cameras:
+        p.add("", "at least one camera is needed")
+    seen: set[str] = set()
+    for i, cam in enumerate(cameras):
+        if cam.id in seen:
+            p.add(f"[{i}].id", f"duplicate camera id {cam.id!r}")
+        seen.add(cam.id)
+    p.raise_any()
+
+
+def check_camera_files(cameras: list[CameraConfig], files: FileCheck, p: Problems) -> None:
+    """Video files must exist: paths as given (relative to the working directory), asset:
+    names in the asset cache."""
+    for i, cam in enumerate(cameras):
+        kind, target = classify_source(cam.source)
+        if kind == "asset":
+            path = files.assets_dir / target
+            if not path.is_file():
+                files.missing(p, f"cameras[{i}].source",
+                              f"video file {target} is not in the asset cache {files.assets_dir}; "
+                              "run 'appliance fetch'")
+        elif kind == "file" and not Path(target).is_file():
+            files.missing(p, f"cameras[{i}].source", f"video file {target} not found")
