@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -113,7 +114,49 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         args.model or d.model, assets, backend=d.backend,
         threshold=d.threshold if args.threshold is None else args.threshold,
         classes=None if args.all_classes else (d.classes or None), threads=threads)
-    return run_images(args.images, detector, sys.stdout, sys.stderr)
+    classifier = None
+    if args.classify:  # the flag asks for it whatever classify.enabled says
+        from appliance.classify import load_classifier
+
+        classifier = load_classifier(cfg.classify.model, assets, backend=cfg.classify.backend)
+    return run_images(args.images, detector, sys.stdout, sys.stderr, classifier=classifier,
+                      classify_classes=cfg.classify.classes)
+
+
+def _parse_box(text: str) -> list[float]:
+    """--box x1,y1,x2,y2 in image pixels."""
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise ApplianceError(f"--box: expected x1,y1,x2,y2 (4 numbers, image pixels), got {text!r}")
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ApplianceError(f"--box {text}: x2 must be greater than x1 and y2 greater than y1")
+    return box
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from appliance.classify import load_classifier
+    from appliance.detect.images import read_image
+
+    box = _parse_box(args.box)
+    image = read_image(args.image)
+    if isinstance(image, str):
+        raise ApplianceError(f"{args.image}: {image}")
+    c = config_mod.load(args.config).classify
+    classifier = load_classifier(args.model or c.model, paths.assets_dir(), backend=c.backend)
+    crop = classifier.crop(image, box)
+    if crop is None:
+        h, w = image.shape[:2]
+        cw, ch = min(w, box[2]) - max(0.0, box[0]), min(h, box[3]) - max(0.0, box[1])
+        if cw <= 0 or ch <= 0:
+            raise ApplianceError(f"--box {args.box}: outside the {w}x{h} image")
+        raise ApplianceError(f"--box {args.box}: {cw:.0f}x{ch:.0f} px inside the {w}x{h} image, too small for "
+                             f"model {classifier.name} (min_size {classifier.min_size} px, margin included)")
+    (prediction,) = classifier.classify([crop])
+    print(json.dumps({"image": args.image, "box": box, "classification": classifier.describe(prediction)}))
+    return 0
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
@@ -148,8 +191,9 @@ def _cmd_events(args: argparse.Namespace) -> int:
                   f"{e['previous']} -> {e['state']}: {e['reason']}")
         else:
             box = ",".join(f"{v:.0f}" for v in e["box"])
+            kind = f"{e['label']} · {e['classification']['label']}" if "classification" in e else e["label"]
             print(f"{e['id']:<24} {when}  {e['camera']:<10} {e['type']:<6} track={e['track_id']:<5} "
-                  f"{e['label']:<10} {e['score']:.2f}  [{box}]")
+                  f"{kind:<18} {e['score']:.2f}  [{box}]")
     return 0
 
 
@@ -245,7 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--config", help="YAML config for detector settings")
     det.add_argument("--threshold", type=float, help="minimum score (default: from config)")
     det.add_argument("--all-classes", action="store_true", help="ignore the config's class allow-list")
+    det.add_argument("--classify", action="store_true",
+                     help="also classify detections of classify.classes with classify.model (from config)")
     det.set_defaults(func=_cmd_detect)
+
+    clf = sub.add_parser("classify", help="classify the object in a box of an image (one JSON line)")
+    clf.add_argument("image")
+    clf.add_argument("--box", required=True, metavar="X1,Y1,X2,Y2", help="the object's box, image pixels")
+    clf.add_argument("--model", help="classifier name or model.yaml path (default: classify.model from config)")
+    clf.add_argument("--config", help="YAML config for classifier settings")
+    clf.set_defaults(func=_cmd_classify)
 
     trk = sub.add_parser("track", help="run SORT on MOTChallenge detections, print MOT tracks")
     trk.add_argument("--mot", required=True, metavar="DET_TXT", help="MOTChallenge det.txt")

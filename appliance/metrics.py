@@ -104,3 +104,34 @@ POWER_MODE_CHANGES = Counter("appliance_power_mode_changes_total",
                              "Power mode changes made (or, in a dry run, that would have been made)",
                              ["reason"])
 POWER_RAIL_WATTS = Gauge("appliance_power_rail_watts", "Power drawn on a monitored rail", ["rail"])
+
+# Classification of tracked objects (appliance/classify/).
+CLASSIFY_SECONDS = Histogram("appliance_classify_seconds", "Classifier time per crop: preprocess and inference",
+                             buckets=_BUCKETS)
+CLASSIFY_CROPS = Counter("appliance_classify_crops_total", "Crops classified")
+CLASSIFY_DROPPED = Counter("appliance_classify_dropped_total",
+                           "Crop requests not classified: over the budget, pushed out of the full queue, "
+                           "or no usable crop", ["reason"])
+CLASSIFY_DECISION_SECONDS = Histogram(
+    "appliance_classify_decision_seconds",
+    "From a track's first confirmed frame to the frame its type was decided (capture times)",
+    buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0))
+CLASSIFY_TRACKS = Counter("appliance_classify_tracks_total",
+                          "Tracks of classified classes at their end, by whether their type was decided",
+                          ["outcome"])
+
+# Snapshots of the tracks worth a look (appliance/events/snapshots.py) and their upload.
+SNAPSHOTS_SAVED = Counter("appliance_snapshots_saved_total",
+                          "Track snapshots written, by why the policy kept them (low_detection, "
+                          "low_classification, undecided, all)", ["reason"])
+SNAPSHOTS_REMOVED = Counter("appliance_snapshots_removed_total",
+                            "Snapshots deleted, oldest first, to keep the folder under snapshots.max_mb")
+SNAPSHOTS_FAILED = Counter("appliance_snapshots_failed_total",
+                           "Snapshots not written: the writer's queue was full, or encoding or the disk failed",
+                           ["reason"])
+SNAPSHOTS_BYTES = Gauge("appliance_snapshots_bytes", "Bytes of the snapshot files kept on the device")
+UPLINK_SNAPSHOTS_SENT = Counter("appliance_uplink_snapshots_sent_total",
+                                "Snapshots the broker acknowledged (PUBACK), duplicates included")
+UPLINK_SNAPSHOTS_MISSING = Counter("appliance_uplink_snapshots_missing_total",
+                                   "Snapshots named by a sent end event whose file was gone (removed by the "
+                                   "quota, or never written): skipped")

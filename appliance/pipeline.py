@@ -12,7 +12,7 @@ inference of this one. Shutdown flows down the chain: capture stops and sends an
 end-of-stream mark, every stage passes it on after finishing what it holds, live tracks
 get their end events, and the writer flushes.
 
-A new track processor is one module with `build(cfg, camera, labels)` and one line in
+A new track processor is one module with `build(ctx, camera)` and one line in
 TRACK_PROCESSORS (docs/architecture.md).
 """
 from __future__ import annotations
@@ -27,23 +27,26 @@ from appliance import __version__, metrics, paths, status
 from appliance.capture import stage as capture
 from appliance.capture.hub import FrameHub
 from appliance.capture.stage import LiveCapture
+from appliance.classify import stage as classify
 from appliance.config import Config
 from appliance.control.adaptive import AdaptiveControl
 from appliance.detect import load_detector
 from appliance.detect.stage import DetectStage
-from appliance.events import lifecycle
+from appliance.events import lifecycle, snapshots
 from appliance.events.sink import EventSink
 from appliance.live import LiveView
 from appliance.store.db import max_track_id, next_event_seq, open_db
 from appliance.store.disk import DiskGuard
 from appliance.store.writer import EventWriter
 from appliance.track.sort import Sort
-from appliance.track.stage import CameraTracking, TrackStage
+from appliance.track.stage import BuildContext, CameraTracking, TrackStage
 
 log = logging.getLogger(__name__)
 
-# After the tracker, in this order, per camera: build(cfg, camera, labels) -> processor.
+# After the tracker, in this order, per camera: build(ctx, camera) -> processor or None.
 TRACK_PROCESSORS = (
+    classify.build,
+    snapshots.build,
     lifecycle.build,
 )
 
@@ -93,11 +96,13 @@ class Pipeline:
             cfg.cameras, assets, self.hub, self.sink, self.stop_event, fast, max_frames)}
         self.live_cameras = {cam for cam, s in self.captures.items() if isinstance(s, LiveCapture)}
         self.live = LiveView(self.detector.labels)
-        self.track = TrackStage({
-            c.id: CameraTracking(Sort(cfg.track.max_age, cfg.track.min_hits, cfg.track.iou_threshold),
-                                 [build(cfg, c, self.detector.labels) for build in TRACK_PROCESSORS],
-                                 id_base)
-            for c in cfg.cameras}, self.sink, on_result=self.live.update)
+        self.processors = BuildContext(cfg, self.detector.labels, data_dir, assets)
+        tracking = {c.id: CameraTracking(
+            Sort(cfg.track.max_age, cfg.track.min_hits, cfg.track.iou_threshold),
+            [p for p in (build(self.processors, c) for build in TRACK_PROCESSORS) if p is not None], id_base)
+            for c in cfg.cameras}
+        shared = [s for s in self.processors.stages.values() if s is not None]
+        self.track = TrackStage(tracking, self.sink, on_result=self.live.update, downstream=shared)
         self.adaptive = AdaptiveControl(
             cfg.adaptive, {c.id: c.target_fps for c in cfg.cameras},
             on_change=lambda cam, new, old, reason, detail: self.sink.state(
@@ -106,7 +111,7 @@ class Pipeline:
             self.detector, self.hub, self.track, self.adaptive,
             {c.id: c.late_after_s for c in cfg.cameras},
             dropped=lambda cam: self.captures[cam].dropped + self.captures[cam].discarded)
-        self.stages = [*self.captures.values(), self.detect, self.track]
+        self.stages = [*self.captures.values(), self.detect, self.track, *shared]
         self.services: list[Service] = []
         be = self.detector.backend
         metrics.BUILD.info({"version": __version__, "model": self.detector.name,

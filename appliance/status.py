@@ -46,11 +46,21 @@ def snapshot(p: "Pipeline") -> dict[str, Any]:
         "events_stored": p.writer.stored,
         "cameras": {cam: camera_status(p, cam, now) for cam in p.captures},
         "stages": {s.name: s.stats.as_dict() for s in p.stages},
+        "classify": processor_status(p, "classify"),
+        "snapshots": processor_status(p, "snapshots"),
         "store": p.writer.status(),
         "disk": p.writer.guard.status(),
         "services": {svc.name: svc.status() for svc in p.services},
         "written_at": time.time(),
     }
+
+
+def processor_status(p: "Pipeline", name: str) -> dict[str, Any]:
+    """A track processor's own stage (classify, snapshots), or why there is none."""
+    stage = p.processors.stages.get(name)
+    if stage is not None:
+        return stage.status()
+    return p.processors.notes.get(name, {"state": "disabled"})
 
 
 def status_line(p: "Pipeline") -> str:

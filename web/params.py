@@ -6,6 +6,7 @@ parameter, what was expected and what came.
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable, Mapping
 
 from appliance.times import parse_time
@@ -39,6 +40,18 @@ def int_value(name: str, text: str, lo: int, hi: int) -> int:
 def name_value(name: str, text: str, max_len: int = 64) -> str:
     if not text or len(text) > max_len or not text.isprintable():
         raise BadParam(f"{name}: expected a name of 1 to {max_len} printable characters, got {text[:80]!r}")
+    return text
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def token_value(name: str, text: str, max_len: int = 32) -> str:
+    """A one-word name such as a classifier's type (car, pickup, emergency): letters, digits,
+    and `_ . -` after the first character."""
+    if len(text) > max_len or not _TOKEN.fullmatch(text):
+        raise BadParam(f"{name}: expected a type name of 1 to {max_len} letters, digits, '_', '.' or '-', "
+                       f"got {text[:80]!r}")
     return text
 
 

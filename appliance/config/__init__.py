@@ -13,6 +13,7 @@ from __future__ import annotations
 from appliance.config.adaptive import AdaptiveConfig
 from appliance.config.base import FileCheck, secret_value
 from appliance.config.cameras import CameraConfig, classify_source
+from appliance.config.classify import ClassifyConfig
 from appliance.config.detect import DetectConfig
 from appliance.config.device import DeviceConfig
 from appliance.config.events import EventsConfig
@@ -27,7 +28,7 @@ from appliance.config.uplink import UplinkBacklogConfig, UplinkConfig, UplinkTls
 from appliance.config.web import WebConfig
 
 __all__ = [
-    "AdaptiveConfig", "CameraConfig", "Config", "DetectConfig", "DeviceConfig", "EventsConfig",
+    "AdaptiveConfig", "CameraConfig", "ClassifyConfig", "Config", "DetectConfig", "DeviceConfig", "EventsConfig",
     "FileCheck", "LogConfig", "MASK", "PowerConfig", "PowerScheduleEntry", "StoreConfig", "TrackConfig",
     "UplinkBacklogConfig", "UplinkConfig", "UplinkTlsConfig", "WebConfig", "classify_source", "dump",
     "from_dict", "from_text", "load", "mask_secrets", "redact_uri", "secret_value", "to_dict",

@@ -11,17 +11,19 @@ from appliance.config.base import Section, Text, key
 MQTT_FORBIDDEN = "+#\0"
 
 
-def topic_problem(value: str, *, levels: bool) -> str | None:
-    """Why `value` cannot be a part of an MQTT topic name, or None.
+def topic_part(value: str, *, levels: bool) -> str:
+    """`value`, if it can be a part of an MQTT topic name; else a validation error.
 
     levels: `value` may span levels ("acme/site1"), but no empty ones; else no '/' at all."""
-    if any(c in value for c in MQTT_FORBIDDEN):
-        return "cannot be used in an MQTT topic (no '+', '#', empty levels or leading/trailing '/')"
-    if not levels and "/" in value:
-        return "must not contain '/' (it is one level of the MQTT topics)"
-    if value.startswith("/") or value.endswith("/") or "//" in value:
-        return "cannot be used in an MQTT topic (no '+', '#', empty levels or leading/trailing '/')"
-    return None
+    problem = None
+    if any(c in value for c in MQTT_FORBIDDEN) or value.startswith("/") or value.endswith("/") \
+            or "//" in value:
+        problem = "cannot be used in an MQTT topic (no '+', '#', empty levels or leading/trailing '/')"
+    elif not levels and "/" in value:
+        problem = "must not contain '/' (it is one level of the MQTT topics)"
+    if problem:
+        raise PydanticCustomError("mqtt_topic", "{value} {problem}", {"value": repr(value), "problem": problem})
+    return value
 
 
 class DeviceConfig(Section):
@@ -32,7 +34,4 @@ class DeviceConfig(Section):
     @field_validator("id")
     @classmethod
     def _mqtt_safe(cls, value: str) -> str:
-        problem = topic_problem(value, levels=False)
-        if problem:
-            raise PydanticCustomError("mqtt_topic", "{value} {problem}", {"value": repr(value), "problem": problem})
-        return value
+        return topic_part(value, levels=False)

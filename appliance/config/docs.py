@@ -80,7 +80,25 @@ affected). If you set `OPENCV_FFMPEG_CAPTURE_OPTIONS` yourself, it wins and
 """),
     ("detect", "`detect`", "", ""),
     ("track", "`track` (SORT)", "", ""),
+    ("classify", "`classify` (the type of each tracked vehicle; appliance/classify/, docs/classify.md)", "", """\
+A track of `classes` is classified once confirmed, then every `interval_frames` frames,
+on crops worth it (at least the model's `min_size`, not cut by the frame's edge), until
+its leading type has `min_votes` votes and `min_share` of them; then never again, so the
+type does not flicker. A classifier that cannot be loaded (its model missing) leaves the
+appliance running without classification: one log line, `classify.state: unavailable` in
+the status and on the dashboard, and a warning from `appliance config check`.
+"""),
     ("events", "`events`", "", ""),
+    ("snapshots", "`snapshots` (the best crop of the tracks worth a look; appliance/events/snapshots.py)", "", """\
+A snapshot is a JPEG of a track's best crop (the largest, sharpest and least cut by the
+frame edge it had), written to `<data dir>/snapshots/<camera>-<track id>.jpg` when the
+track ends and named in its `end` event (`snapshot`, docs/events.md). The uplink sends it
+after the event, from bandwidth to spare (docs/mqtt.md, "Snapshots"); the dashboard
+shows it in the events table. Written, removed and failed snapshots are counted
+(`appliance_snapshots_saved_total{reason}`, `appliance_snapshots_removed_total`,
+`appliance_snapshots_failed_total{reason}`). The crops show people: `none` keeps no
+picture on the device and sends none.
+"""),
     ("store", "`store`", "", ""),
     ("log", "`log`", "", ""),
     ("web", "`web` (the dashboard, /healthz, /metrics; docs/dashboard.md)", "", ""),

@@ -7,11 +7,13 @@ from pydantic import ValidationInfo, field_validator, model_validator
 from appliance.config.adaptive import AdaptiveConfig
 from appliance.config.base import FileCheck, Problems, Section, key
 from appliance.config.cameras import CameraConfig, check_camera_files, check_cameras, default_cameras
+from appliance.config.classify import ClassifyConfig, check_classifier
 from appliance.config.detect import DetectConfig, check_model
 from appliance.config.device import DeviceConfig
 from appliance.config.events import EventsConfig
 from appliance.config.log import LogConfig
 from appliance.config.power import PowerConfig
+from appliance.config.snapshots import SnapshotsConfig
 from appliance.config.store import StoreConfig
 from appliance.config.track import TrackConfig
 from appliance.config.uplink import UplinkConfig, check_uplink_files
@@ -26,7 +28,9 @@ class Config(Section):
                                       doc="the cameras, at least one")
     detect: DetectConfig = key(factory=DetectConfig, doc="the detector")
     track: TrackConfig = key(factory=TrackConfig, doc="the tracker (SORT)")
+    classify: ClassifyConfig = key(factory=ClassifyConfig, doc="the classifier of tracked objects")
     events: EventsConfig = key(factory=EventsConfig, doc="track events")
+    snapshots: SnapshotsConfig = key(factory=SnapshotsConfig, doc="snapshots of the tracks worth a look")
     store: StoreConfig = key(factory=StoreConfig, doc="the SQLite writer")
     log: LogConfig = key(factory=LogConfig, doc="logging")
     adaptive: AdaptiveConfig = key(factory=AdaptiveConfig, doc="detection stride per camera")
@@ -49,6 +53,7 @@ class Config(Section):
         p = Problems()
         check_camera_files(self.cameras, files, p)
         check_model(self.detect, files, p)
+        check_classifier(self.classify, files, p)
         check_uplink_files(self.uplink, files, p)
         p.raise_any()
         return self

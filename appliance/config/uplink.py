@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from pydantic import field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from appliance.config.base import FileCheck, OptionalText, Problems, Secret, Section, Text, key, readable
-from appliance.config.device import topic_problem
+from appliance.config.device import topic_part
 
 
 class UplinkTlsConfig(Section):
@@ -77,10 +76,7 @@ class UplinkConfig(Section):
     @field_validator("topic_prefix")
     @classmethod
     def _mqtt_safe(cls, value: str) -> str:
-        problem = topic_problem(value, levels=True)
-        if problem:
-            raise PydanticCustomError("mqtt_topic", "{value} {problem}", {"value": repr(value), "problem": problem})
-        return value
+        return topic_part(value, levels=True)
 
     @model_validator(mode="after")
     def _rules(self) -> "UplinkConfig":

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, ClassVar, Literal, Optional, TypeVar, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -91,10 +91,21 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
+# Words for errors whose pydantic wording would not say what is wanted.
+_MESSAGES = {
+    "input": "must be a mapping with width and height",
+    "input.width": "must be a positive integer",
+    "input.height": "must be a positive integer",
+    "nms_iou": "must be a number in (0, 1]",
+}
+
+
 class ManifestFile(BaseModel):
     """The keys of a model.yaml (models/README.md)."""
 
     model_config = _STRICT
+    kind: ClassVar[str] = "detector"  # read_manifest tells a detector's manifest from a classifier's
+    messages: ClassVar[dict[str, str]] = _MESSAGES
 
     name: str
     version: str = "unversioned"
@@ -155,39 +166,48 @@ class ManifestFile(BaseModel):
         return self
 
 
-# Words for errors whose pydantic wording would not say what is wanted.
-_MESSAGES = {
-    "input": "must be a mapping with width and height",
-    "input.width": "must be a positive integer",
-    "input.height": "must be a positive integer",
-    "nms_iou": "must be a number in (0, 1]",
-}
-
-
 def _key(loc: tuple) -> str:
     return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
 
 
-def _lines(e: ValidationError) -> list[str]:
+def _model_at(schema: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that holds the keys at `loc` (() is the schema itself)."""
+    model = schema
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        for t in (field.annotation, *get_args(field.annotation)):  # Model or Optional[Model]
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                model = t
+                break
+        else:
+            return None
+    return model
+
+
+def _lines(e: ValidationError, schema: type[BaseModel] = ManifestFile) -> list[str]:
+    """One line per problem, naming the key; `schema` is the manifest's model (its ClassVar
+    `messages` gives the words for keys whose pydantic wording would not say what is wanted)."""
+    messages: dict[str, str] = getattr(schema, "messages", {})
     out = []
     for err in e.errors():
         loc, t, value = err["loc"], err["type"], err.get("input")
         key = _key(loc)
+        parent = _model_at(schema, loc[:-1])
         if t == "manifest_rules":
             out.extend(err["ctx"]["errors"])
-        elif t == "extra_forbidden":
-            model = ManifestInput if loc[:1] == ("input",) else ManifestFile
-            prefix = "input." if model is ManifestInput else ""
-            allowed = ", ".join(sorted(model.model_fields))
+        elif t == "extra_forbidden" and parent is not None:
+            prefix = _key(loc[:-1]) + "." if loc[:-1] else ""
+            allowed = ", ".join(sorted(parent.model_fields))
             out.append(f"unknown key {prefix}{loc[-1]} (allowed: {allowed})")
         elif t == "missing":
             out.append(f"missing required key {key}")
-        elif t == "literal_error":
-            field = (ManifestInput if loc[:1] == ("input",) else ManifestFile).model_fields[str(loc[-1])]
-            choices = ", ".join(field.annotation.__args__)
+        elif t == "literal_error" and parent is not None and str(loc[-1]) in parent.model_fields:
+            choices = ", ".join(get_args(parent.model_fields[str(loc[-1])].annotation))
             out.append(f"{key}: must be one of {choices}, got {value!r}")
-        elif key in _MESSAGES:
-            out.append(f"{key}: {_MESSAGES[key]}, got {value!r}")
+        elif key in messages:
+            out.append(f"{key}: {messages[key]}, got {value!r}")
         elif t in ("string_type", "list_type"):
             out.append(f"{key}: must be a string, got {value!r}")
         else:
@@ -231,8 +251,18 @@ def find_manifest(name_or_path: str | os.PathLike) -> Path:
     return p.resolve()
 
 
-def read_manifest(path: Path) -> ManifestFile:
-    """The checked keys of the manifest at `path`; the files it names are not looked up."""
+# The key only one kind of manifest has: a detector's manifest given where a classifier's is
+# wanted (or the other way round) is told apart by it, for one clear line instead of many.
+KIND_KEYS = {"detector": "decoder", "classifier": "output"}
+
+
+_Schema = TypeVar("_Schema", bound=BaseModel)
+
+
+def read_manifest(path: Path, schema: type[_Schema] = ManifestFile) -> _Schema:  # type: ignore[assignment]
+    """The checked keys of the manifest at `path` (an instance of `schema`: ManifestFile for a
+    detector, the default; appliance/classify/manifest.py passes its own); the files it names
+    are not looked up."""
     from appliance.config.loader import YamlProblem, parse_yaml, read_text
 
     where = show_path(path)
@@ -244,10 +274,16 @@ def read_manifest(path: Path) -> ManifestFile:
         raise ApplianceError(f"{where}: not a readable YAML file: {e.lines[0]}") from None
     if not isinstance(raw, dict):
         raise ApplianceError(f"{where}: must be a YAML mapping of keys, got {type(raw).__name__}")
+    kind: str = getattr(schema, "kind", "")
+    own = KIND_KEYS.get(kind)
+    for other, other_key in KIND_KEYS.items():
+        if own and other != kind and other_key in raw and own not in raw:
+            raise ApplianceError(f"{where}: is a {other} manifest (it has {other_key} and no {own}); "
+                                 f"a {kind} is wanted here")
     try:
-        return ManifestFile.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as e:
-        raise ApplianceError("\n".join(f"{where}: {line}" for line in _lines(e))) from None
+        raise ApplianceError("\n".join(f"{where}: {line}" for line in _lines(e, schema))) from None
 
 
 def resolve_file(where: str, key: str, value: str, manifest_dir: Path, assets_dir: Path) -> Path:

@@ -36,13 +36,20 @@ class Event:
     first_seen: float  # wall-clock time the track was first reported
     frame_seq: int
     schema: int = SCHEMA_VERSION
+    # Optional, absent from the JSON when None (schema 1 consumers still validate):
+    classification: dict | None = None  # the track's decided type (appliance/classify/)
+    snapshot: str | None = None  # end: file name of the track's best crop (snapshots policy)
 
     def __post_init__(self) -> None:
         if self.type not in TRACK_TYPES:
             raise ValueError(f"track event type {self.type!r} is not one of {TRACK_TYPES}")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        d = asdict(self)
+        for optional in ("classification", "snapshot"):
+            if d[optional] is None:
+                del d[optional]
+        return json.dumps(d, separators=(",", ":"))
 
 
 @dataclass
@@ -52,6 +59,7 @@ class _Known:
     last: Track
     last_ts: float
     last_frame: int
+    classification: dict | None = None  # once the classifier decided
 
 
 @dataclass
@@ -68,12 +76,13 @@ class Lifecycle:
     def live(self) -> int:
         return len(self._known)
 
-    def _event(self, kind: str, t: Track, k: _Known, ts: float, frame_seq: int) -> Event:
+    def _event(self, kind: str, t: Track, k: _Known, ts: float, frame_seq: int,
+               snapshot: str | None = None) -> Event:
         return Event(
             id="", seq=0, type=kind, device=self.device_id, camera=self.camera_id, track_id=t.id,
             label=label_name(self.labels, int(t.class_id)), score=round(float(t.score), 4),
             box=[round(float(v), 1) for v in t.xyxy], ts=ts, first_seen=k.first_seen,
-            frame_seq=frame_seq,
+            frame_seq=frame_seq, classification=k.classification, snapshot=snapshot,
         )
 
     def process(self, r: FrameResult) -> None:
@@ -82,21 +91,25 @@ class Lifecycle:
         for t in r.tracks:
             # The filter's estimate may run past the edge; events report what is in the picture.
             t = replace(t, xyxy=np.clip(t.xyxy, 0, [w, h, w, h]))
+            attrs = r.attributes.get(t.id, {})
             k = self._known.get(t.id)
             if k is None:
-                k = self._known[t.id] = _Known(ts, ts, t, ts, seq)
+                k = self._known[t.id] = _Known(ts, ts, t, ts, seq, attrs.get("classification"))
                 r.events.append(self._event("new", t, k, ts, seq))
                 continue
             k.last, k.last_ts, k.last_frame = t, ts, seq
+            k.classification = attrs.get("classification", k.classification)
             if ts - k.last_emitted >= self.update_interval_s:
                 k.last_emitted = ts
                 r.events.append(self._event("update", t, k, ts, seq))
         for t in r.ended:
             k = self._known.pop(t.id, None)
             if k is not None:  # the last reported box, not the tracker's coasting guess
-                r.events.append(self._event("end", k.last, k, k.last_ts, k.last_frame))
+                attrs = r.attributes.get(t.id, {})
+                k.classification = attrs.get("classification", k.classification)
+                r.events.append(self._event("end", k.last, k, k.last_ts, k.last_frame, attrs.get("snapshot")))
 
 
-def build(cfg, camera, labels: Sequence[str]) -> Lifecycle:
+def build(ctx, camera) -> Lifecycle:
     """The pipeline's factory for this processor (see TRACK_PROCESSORS in pipeline.py)."""
-    return Lifecycle(cfg.device.id, camera.id, labels, cfg.events.update_interval_s)
+    return Lifecycle(ctx.cfg.device.id, camera.id, ctx.labels, ctx.cfg.events.update_interval_s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,7 +49,37 @@ def _v2(db: sqlite_utils.Database) -> None:
                "payload TEXT NOT NULL, sent_at REAL)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """The classifier's decided type of a track (docs/events.md, `classification.label`), as a
+    column so the dashboard can filter and count by it. NULL when nothing was decided, and
+    for state events.
+
+    Rows stored before this version get it from their payload where it is there (only the
+    rows that mention it are parsed); the rest stay NULL. The partial index holds the
+    classified rows only: per track, newest first, with the type, so counting tracks by
+    type finds each track's latest type in the index alone, and unclassified rows (state
+    events, people, tracks not yet decided) cost the writer nothing.
+    """
+    db.execute("ALTER TABLE events ADD COLUMN classification TEXT")
+    db.execute("UPDATE events SET classification = json_extract(payload, '$.classification.label') "
+               "WHERE payload LIKE '%\"classification\"%' AND json_valid(payload) "
+               "AND json_type(payload, '$.classification.label') = 'text'")
+    db.execute("CREATE INDEX events_classified ON events(camera, track_id, seq, classification) "
+               "WHERE classification IS NOT NULL")
+
+
+def _v4(db: sqlite_utils.Database) -> None:
+    """The uplink's queue of snapshots (appliance/uplink/, docs/mqtt.md "Snapshots"): a row per
+    `end` event that names a snapshot, added once the broker acknowledged the event, so a
+    snapshot always goes after its event. `done_at` is NULL until the broker acknowledged
+    the JPEG (`outcome` sent) or its file was found gone (`outcome` missing), across restarts.
+    """
+    db.execute("CREATE TABLE snapshot_outbox (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, "
+               "file TEXT NOT NULL, ts REAL NOT NULL, done_at REAL, outcome TEXT)")
+    db.execute("CREATE INDEX snapshot_outbox_pending ON snapshot_outbox(seq) WHERE done_at IS NULL")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -62,10 +93,35 @@ def migrate(db: sqlite_utils.Database) -> None:
         raise ApplianceError(
             f"database {db.conn.execute('PRAGMA database_list').fetchone()[2]}: schema version "
             f"{current} is newer than this software ({SCHEMA_VERSION}); refusing to touch it")
-    for version in range(current, SCHEMA_VERSION):
+    while current < SCHEMA_VERSION:
+        # One transaction per step, its ALTER and CREATE statements included (Python's
+        # sqlite3 would run those outside one): a crash or a failing statement leaves the
+        # file at the previous version, never half-migrated. IMMEDIATE takes the write lock
+        # first, and the version is read again under it: another process (the dashboard,
+        # the CLI) opening the file at the same time may have done this step already.
         with db.conn:
-            MIGRATIONS[version](db)
-            db.execute(f"PRAGMA user_version = {version + 1}")
+            db.conn.execute("BEGIN IMMEDIATE")
+            current = schema_version(db)
+            if current >= SCHEMA_VERSION:
+                break
+            MIGRATIONS[current](db)
+            current += 1
+            db.execute(f"PRAGMA user_version = {current}")
+
+
+def _wal(db: sqlite_utils.Database, tries: int = 100) -> None:
+    """Put the file in WAL mode. Switching a file from the rollback journal needs it to
+    itself, and SQLite answers "locked" at once rather than waiting (the busy timeout does
+    not apply), so when several connections open an old file together, try again."""
+    for attempt in range(tries):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
 
 
 def open_db(path: Path, migrate_schema: bool = True) -> sqlite_utils.Database:
@@ -73,7 +129,7 @@ def open_db(path: Path, migrate_schema: bool = True) -> sqlite_utils.Database:
     try:
         conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False)
         db = sqlite_utils.Database(conn)
-        db.execute("PRAGMA journal_mode=WAL")
+        _wal(db)
         db.execute("PRAGMA synchronous=FULL")
         if migrate_schema:
             migrate(db)

@@ -53,8 +53,15 @@ class _GaveUp(Exception):
 
 
 def event_row(e: Event) -> dict:
+    """The events row of a track or state event. `classification` is the decided type's
+    label (Event.classification["label"]); None when nothing was decided, and for state
+    events, which have no such field."""
+    c = getattr(e, "classification", None)
+    label = c.get("label") if isinstance(c, dict) else None
     return {"seq": e.seq, "id": e.id, "type": e.type, "camera": e.camera, "track_id": e.track_id,
-            "label": e.label, "score": e.score, "ts": e.ts, "payload": e.to_json()}
+            "label": e.label, "score": e.score, "ts": e.ts,
+            "classification": label if isinstance(label, str) and label else None,
+            "payload": e.to_json()}
 
 
 class EventWriter:

@@ -7,14 +7,17 @@ the live view gets the result, and the event sink numbers and stores the events.
 camera's stream ends, a final result ends every track still live, so each processor
 closes what it has open (every `new` gets its `end`).
 
-A processor is anything with `process(result)`; one that needs heavy work (a classifier)
-hands it to its own thread and never blocks this one.
+A processor is anything with `process(result)`, made per camera by a `build(ctx, camera)`
+function listed in pipeline.TRACK_PROCESSORS. One that needs heavy work (the classifier)
+hands it to a stage of its own, shared by every camera (`BuildContext.shared`), and never
+blocks this one; this stage passes the end-of-stream mark on to those stages.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from appliance import metrics
@@ -22,12 +25,30 @@ from appliance.capture.hub import EndOfStream
 from appliance.detect.types import Detections
 from appliance.events.sink import EventSink
 from appliance.result import FrameResult
-from appliance.stage import QueueStage
+from appliance.stage import END, QueueStage
 from appliance.track.sort import Sort, Track
 
 
 class TrackProcessor(Protocol):
     def process(self, result: FrameResult) -> None: ...
+
+
+@dataclass
+class BuildContext:
+    """What a processor's build(ctx, camera) may use."""
+
+    cfg: Any  # appliance.config.Config
+    labels: Sequence[str]  # the detector's labels, by class id
+    data_dir: Path
+    assets_dir: Path
+    stages: dict[str, QueueStage | None] = field(default_factory=dict)  # shared; run by the pipeline
+    notes: dict[str, dict] = field(default_factory=dict)  # for the status, e.g. a missing classifier
+
+    def shared(self, name: str, make: Callable[[], QueueStage | None]) -> QueueStage | None:
+        """The stage `name`, made once for every camera (None: it could not be made)."""
+        if name not in self.stages:
+            self.stages[name] = make()
+        return self.stages[name]
 
 
 @dataclass
@@ -50,11 +71,13 @@ class CameraTracking:
 
 class TrackStage(QueueStage):
     def __init__(self, cameras: dict[str, CameraTracking], sink: EventSink,
-                 on_result: Callable[[FrameResult], Any] | None = None):
+                 on_result: Callable[[FrameResult], Any] | None = None,
+                 downstream: Sequence[QueueStage] = ()):
         super().__init__("track")
         self.cameras = cameras
         self.sink = sink
         self.on_result = on_result  # the live view
+        self.downstream = downstream  # the processors' own stages: they end after this one
         self.heartbeat = time.monotonic()  # last time a frame left this stage
 
     def describe(self, item: Any) -> str:
@@ -83,6 +106,10 @@ class TrackStage(QueueStage):
         metrics.TRACKING_SECONDS.labels(item.camera_id).observe(time.perf_counter() - t0)
         metrics.LIVE_TRACKS.labels(item.camera_id).set(len(cam.reported))
         metrics.HEARTBEAT.set(time.time())
+
+    def finish(self) -> None:
+        for s in self.downstream:
+            s.put(END)
 
     def _unique(self, cam: CameraTracking, tracks: list[Track]) -> list[Track]:
         return [replace(t, id=cam.id_base + t.id) for t in tracks]

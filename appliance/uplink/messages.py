@@ -37,6 +37,10 @@ class Topics:
     def snapshot(self) -> str:
         return self._t("snapshot")
 
+    def snapshot_of(self, event_id: str) -> str:
+        """An `end` event's snapshot (docs/mqtt.md, "Snapshots"); event ids hold no `/`."""
+        return self._t(f"snapshots/{event_id}")
+
     @property
     def commands(self) -> str:  # subscription filter
         return self._t("cmd/#")

@@ -12,6 +12,7 @@ covered are then sent again. That is a duplicate, which the delivery contract al
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -35,6 +36,20 @@ class Backlog:
         if self.oldest_ts is None:
             return None
         return max(0.0, (now or time.time()) - self.oldest_ts)
+
+
+def snapshot_of(payload: str) -> tuple[int, str, str, float] | None:
+    """(seq, event id, file name, ts) of an `end` event that names a snapshot, else None.
+    Only payloads that mention one are parsed."""
+    if '"snapshot"' not in payload:
+        return None
+    try:
+        e = json.loads(payload)
+        if e.get("type") != "end" or not isinstance(e.get("snapshot"), str):
+            return None
+        return int(e["seq"]), str(e["id"]), e["snapshot"], float(e["ts"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def backlog(conn: sqlite3.Connection) -> Backlog:
@@ -97,6 +112,46 @@ class Outbox:
 
     def backlog(self) -> Backlog:
         return backlog(self.conn)
+
+    # -- snapshots (table snapshot_outbox; docs/mqtt.md "Snapshots") ---------------------
+
+    def queue_snapshots(self, items: Sequence[tuple[int, str, str, float]]) -> None:
+        """(seq, event id, file, ts) of acknowledged `end` events: their snapshots are to be
+        sent. One already queued (sent, or found missing) stays as it is."""
+        for batch in chunks(items):
+            with self.conn:
+                self.conn.executemany("INSERT OR IGNORE INTO snapshot_outbox (seq, event_id, file, ts) "
+                                      "VALUES (?, ?, ?, ?)", batch)
+
+    def pending_snapshots(self, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
+        """(seq, event id, file) of the next snapshots to send, in event order."""
+        return self.conn.execute(
+            "SELECT seq, event_id, file FROM snapshot_outbox WHERE done_at IS NULL AND seq > ? "
+            "ORDER BY seq LIMIT ?", [after_seq, limit]).fetchall()
+
+    def has_pending_snapshots(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM snapshot_outbox WHERE done_at IS NULL LIMIT 1").fetchone() is not None
+
+    def snapshots_done(self, seqs: Sequence[int], outcome: str, now: float | None = None) -> None:
+        """outcome: `sent` (acknowledged) or `missing` (the file was gone)."""
+        now = now or time.time()
+        for batch in chunks(seqs):
+            with self.conn:
+                self.conn.executemany("UPDATE snapshot_outbox SET done_at = ?, outcome = ? WHERE seq = ?",
+                                      [(now, outcome, s) for s in batch])
+
+    def requeue_snapshots_since(self, since_ts: float) -> int:
+        """`resync`: snapshots of events from `since_ts` on go again (while their files last)."""
+        with self.conn:
+            return self.conn.execute("UPDATE snapshot_outbox SET done_at = NULL, outcome = NULL "
+                                     "WHERE ts >= ? AND done_at IS NOT NULL", [since_ts]).rowcount
+
+    def prune_snapshots(self) -> int:
+        """Forget finished snapshots older than every stored event (their events are gone)."""
+        with self.conn:
+            return self.conn.execute(
+                "DELETE FROM snapshot_outbox WHERE done_at IS NOT NULL "
+                "AND seq < (SELECT MIN(seq) FROM events)").rowcount
 
 
 def chunks(items: Iterable, size: int = _CHUNK) -> Iterable[list]:

@@ -46,6 +46,17 @@ class TokenBucket:
         self._refill()
         return 0.0 if self._tokens > -1.0 else -self._tokens / self.rate  # within a byte: go
 
+    def wait_full_s(self, n: int) -> float:
+        """Seconds until `n` bytes fit in the allowance without going into debt (for a
+        message larger than a second's worth: until the bucket is full); 0.0: now. For
+        what may only use spare bandwidth (snapshots), so that it never makes the next
+        event wait."""
+        if self.rate <= 0:
+            return 0.0
+        self._refill()
+        need = min(float(n), self.rate)
+        return 0.0 if self._tokens >= need - 1.0 else (need - self._tokens) / self.rate
+
     def spend(self, n: int) -> None:
         if self.rate > 0:
             self._refill()

@@ -10,6 +10,12 @@ routine updates (priority 1), each stream in its own key order, one stream per m
 at most `max_inflight` messages unacknowledged. A connection starts every stream again
 at its first unsent row, so whatever was in flight when a connection (or the process)
 died is sent again: a duplicate, never a gap or an overtaking.
+
+Snapshots (JPEG files named by `end` events, appliance/events/snapshots.py) come last:
+an `end` event's PUBACK queues its snapshot in SQLite (table snapshot_outbox), and
+snapshots are published only while no unsent event waits, only from spare bandwidth,
+at most SNAPSHOT_WINDOW unacknowledged. A file that is gone (the quota removed it) is
+skipped and counted.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from appliance import __version__, metrics, paths
 from appliance.config import Config, secret_value
 from appliance.config.base import readable
 from appliance.errors import ApplianceError
+from appliance.events.snapshots import is_snapshot_name, snapshots_dir
 from appliance.uplink.commands import Commands
 from appliance.uplink.link import Link, LinkSettings
 from appliance.uplink.messages import (
@@ -37,7 +44,7 @@ from appliance.uplink.messages import (
     online_status,
     stats_message,
 )
-from appliance.uplink.outbox import ALERT, ROUTINE, Backlog, Outbox
+from appliance.uplink.outbox import ALERT, ROUTINE, Backlog, Outbox, snapshot_of
 from appliance.uplink.pacing import TokenBucket, backoff_delay
 from appliance.uplink.retention import Retention
 
@@ -48,6 +55,7 @@ STREAMS = (NOTICES, ALERT, ROUTINE)
 POLL_S = 0.25  # how often to look for new rows when idle
 BACKLOG_REFRESH_S = 1.0
 OFFLINE_ACK_WAIT_S = 2.0
+SNAPSHOT_WINDOW = 2  # snapshot messages published and not yet acknowledged
 PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 
 
@@ -55,6 +63,7 @@ PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 class _InFlight:
     stream: int
     keys: list[int]  # seqs, or notice numbers
+    snapshots: tuple = ()  # (seq, event id, file, ts) of the `end` events in it that name one
 
 
 def link_settings(cfg: Config, topics: Topics) -> LinkSettings:
@@ -96,12 +105,16 @@ class Uplink:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._inflight: dict[int, _InFlight] = {}
         self._cursor = dict.fromkeys(STREAMS, 0)
+        self._snapshots_dir = snapshots_dir(data_dir)
+        self._snap_inflight: dict[int, int] = {}  # mid -> the end event's seq
+        self._snap_cursor = 0
         self._control_mids: set[int] = set()
         self._next_retention = self._next_backlog = 0.0
         # What status() reports.
         self.state = "starting"
         self.last_error, self.last_error_at = "", None
         self.events_sent = self.events_dropped = self.connects = 0
+        self.snapshots_sent = self.snapshots_missing = 0
         self.backlog = Backlog(0, 0, None)
         self._logged_error, self._logged_at = "", 0.0
 
@@ -124,7 +137,8 @@ class Uplink:
                 "oldest_unsent_age_s": None if age is None else round(age, 1),
                 "last_error": self.last_error or None, "last_error_at": self.last_error_at,
                 "events_sent": self.events_sent, "events_dropped": self.events_dropped,
-                "inflight": len(self._inflight), "connects": self.connects, "pid": os.getpid()}
+                "inflight": len(self._inflight), "connects": self.connects, "pid": os.getpid(),
+                "snapshots_sent": self.snapshots_sent, "snapshots_missing": self.snapshots_missing}
 
     # -- the thread --------------------------------------------------------------------
 
@@ -192,6 +206,7 @@ class Uplink:
         link.close()
         metrics.UPLINK_CONNECTED.set(0)
         self._inflight.clear()  # their rows are still unsent in SQLite
+        self._snap_inflight.clear()
         self.state = "disconnected"
 
     def _error(self, message: str) -> None:
@@ -206,14 +221,15 @@ class Uplink:
         self._inflight.clear()
         self._control_mids.clear()
         self._cursor = dict.fromkeys(STREAMS, 0)  # start again from what SQLite says is unsent
+        self._snap_inflight.clear()
+        self._snap_cursor = 0
         link.subscribe(self.topics.commands)
         self._publish_control(link, self.topics.status, self._online(), retain=True)
         next_stats = time.monotonic()
         while link.connected:
             self._process_acks(link)
             self._process_commands(link)
-            if self._stop.is_set() and (time.monotonic() >= self._drain_until
-                                        or (not self._inflight and not self.outbox.has_unsent())):
+            if self._stop.is_set() and (time.monotonic() >= self._drain_until or self._drained()):
                 break
             bandwidth_wait = self._fill(link)
             if time.monotonic() >= next_stats:
@@ -228,6 +244,10 @@ class Uplink:
             while link.connected and mid in self._control_mids and time.monotonic() < until:
                 self._wait(0.05)
                 self._process_acks(link)
+
+    def _drained(self) -> bool:
+        return (not self._inflight and not self._snap_inflight and not self.outbox.has_unsent()
+                and not self.outbox.has_pending_snapshots())
 
     def _publish_control(self, link: Link, topic: str, payload: bytes, qos: int = 1,
                          retain: bool = False) -> int | None:
@@ -248,30 +268,70 @@ class Uplink:
         return None
 
     def _fill(self, link: Link) -> float:
-        """Publish until the window is full or nothing is left; seconds the bandwidth cap
-        asks to wait (POLL_S when it asks nothing)."""
+        """Publish until the window is full or nothing is left, then snapshots; seconds
+        the bandwidth cap asks to wait (POLL_S when it asks nothing)."""
         while len(self._inflight) < self.u.max_inflight:
             wait = self._bucket.wait_s()
             if wait > 0:
                 return wait
             batch = self._next_batch()
             if batch is None:
-                break
+                return self._fill_snapshots(link)  # no event waits: snapshots may go
             stream, rows = batch
             payload = events_message(self.device, [p for _, p in rows])
             mid = link.publish(self.topics.events, payload)
             if mid is None:  # the connection just went; the session loop sees it
                 break
             keys = [k for k, _ in rows]
-            self._inflight[mid] = _InFlight(stream, keys)
+            snaps = tuple(s for s in (snapshot_of(p) for _, p in rows) if s) if stream != NOTICES else ()
+            self._inflight[mid] = _InFlight(stream, keys, snaps)
             self._cursor[stream] = keys[-1]
             self._bucket.spend(len(payload))
             metrics.UPLINK_SENT_BYTES.inc(len(payload))
         return POLL_S
 
+    def _fill_snapshots(self, link: Link) -> float:
+        """Publish queued snapshots, in event order, while the snapshot window has room and
+        the bandwidth cap has the allowance to spare. A file that is gone is skipped and
+        counted (marked `missing`)."""
+        while len(self._snap_inflight) < SNAPSHOT_WINDOW:
+            pending = self.outbox.pending_snapshots(self._snap_cursor, 1)
+            if not pending:
+                break
+            seq, event_id, name = pending[0]
+            path = self._snapshots_dir / name
+            try:
+                if not is_snapshot_name(name):
+                    raise FileNotFoundError(name)
+                size = path.stat().st_size
+                wait = self._bucket.wait_full_s(size)
+                if wait > 0:
+                    return wait
+                data = path.read_bytes()
+                if not data:
+                    raise FileNotFoundError(name)  # a write a power cut cut short
+            except OSError as e:
+                self._snap_cursor = seq
+                self.outbox.snapshots_done([seq], "missing")
+                self.snapshots_missing += 1
+                metrics.UPLINK_SNAPSHOTS_MISSING.inc()
+                log.debug("uplink: snapshot of %s skipped: %s", event_id,
+                         "file gone" if isinstance(e, FileNotFoundError) else e)
+                continue
+            mid = link.publish(self.topics.snapshot_of(event_id), data)
+            if mid is None:
+                break
+            self._snap_inflight[mid] = seq
+            self._snap_cursor = seq
+            self._bucket.spend(len(data))
+            metrics.UPLINK_SENT_BYTES.inc(len(data))
+        return POLL_S
+
     def _process_acks(self, link: Link) -> None:
         seqs: list[int] = []
         notices: list[int] = []
+        snaps: list[tuple] = []  # snapshots of the acknowledged end events, to send now
+        snaps_sent: list[int] = []
         while True:
             try:
                 mid = link.acks.get_nowait()
@@ -279,15 +339,26 @@ class Uplink:
                 break
             done = self._inflight.pop(mid, None)
             if done is None:
-                self._control_mids.discard(mid)
+                seq = self._snap_inflight.pop(mid, None)
+                if seq is not None:
+                    snaps_sent.append(seq)
+                else:
+                    self._control_mids.discard(mid)
             elif done.stream == NOTICES:
                 notices.extend(done.keys)
             else:
                 seqs.extend(done.keys)
+                snaps.extend(done.snapshots)
+        if snaps:  # before the events are marked: a crash between sends the events again, not less
+            self.outbox.queue_snapshots(snaps)
         if seqs or notices:
             self.outbox.mark_sent(seqs, notices)
             self.events_sent += len(seqs)
             metrics.UPLINK_EVENTS_SENT.inc(len(seqs))
+        if snaps_sent:
+            self.outbox.snapshots_done(snaps_sent, "sent")
+            self.snapshots_sent += len(snaps_sent)
+            metrics.UPLINK_SNAPSHOTS_SENT.inc(len(snaps_sent))
 
     def _process_commands(self, link: Link) -> None:
         while not link.commands.empty():
@@ -308,10 +379,13 @@ class Uplink:
 
     def _resync(self, since: float) -> int:
         n = self.outbox.requeue_since(since)
+        self.outbox.requeue_snapshots_since(since)
         # Acks still due for messages in flight must not mark re-queued rows sent again:
         # forget them, and read every stream again from its first unsent row.
         self._inflight.clear()
         self._cursor = dict.fromkeys(STREAMS, 0)
+        self._snap_inflight.clear()
+        self._snap_cursor = 0
         self._next_backlog = 0.0
         log.info("uplink: resync since %.3f: %d events queued again", since, n)
         return n
@@ -325,6 +399,7 @@ class Uplink:
                 self._retention = Retention(self.outbox.conn, self.u.backlog, self.device)
             drops = self._retention.enforce()
             self.events_dropped += sum(d.count for d in drops)
+            self.outbox.prune_snapshots()
             self._next_retention = now + self.u.backlog.check_interval_s
             self._next_backlog = 0.0 if drops else self._next_backlog
         if now >= self._next_backlog:

@@ -92,7 +92,7 @@ def test_a_new_track_processor_is_one_line_of_wiring(data_dir, monkeypatch):
 
     made = []
 
-    def build(cfg, camera, labels):
+    def build(ctx, camera):
         made.append(HeadCount(camera.id))
         return made[-1]
 

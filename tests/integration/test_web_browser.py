@@ -231,3 +231,163 @@ def test_dashboard_in_a_real_browser(appliance_url):
         finally:
             browser.close()
     assert problems == []  # no script errors, no refused resource (CSP)
+
+
+# -- the classifier's types, on a dashboard over a seeded database ------------------------
+#
+# Whether the pipeline classifies yet or not, these events carry types: they are written
+# by the real writer into a fresh database, and the real app (create_app, served by
+# waitress as in the appliance) shows them to the real Chromium.
+
+_TYPES = ["car", "suv", "pickup", "van", "car", "bus", "pickup", "car", None, None]  # None: a person
+
+
+def _seed_typed_events(db_path: Path, now: float) -> dict[str, int]:
+    """40 tracks over the last 10 minutes: new, update (typed from the second update on),
+    end. Returns the number of events per type."""
+    from appliance.events.lifecycle import Event
+    from appliance.store.writer import EventWriter
+
+    events, per_type, seq = [], {}, 0
+    for track in range(1, 41):
+        cls = _TYPES[track % len(_TYPES)]
+        t0 = now - 600 + track * 14
+        for k, kind in enumerate(["new", "update", "update", "end"]):
+            seq += 1
+            c = None
+            if cls and k >= 2:
+                c = {"label": cls, "score": round(0.6 + track % 4 * 0.1, 2), "votes": k, "attempts": k + 1,
+                     "model": "efficientnet-lite0", "version": "test"}
+                per_type[cls] = per_type.get(cls, 0) + 1
+            events.append(Event(id=f"gate-3:{seq}", seq=seq, type=kind, device="gate-3", camera="demo",
+                                track_id=track, label="car" if cls else "person", score=0.77,
+                                box=[10.0, 20.0, 110.0, 90.0], ts=t0 + k * 3, first_seen=t0, frame_seq=seq,
+                                classification=c))
+    w = EventWriter(db_path).start()
+    w.put(events)
+    assert w.close() == 0
+    return per_type
+
+
+def _live_with_a_typed_car(labels):
+    import numpy as np
+
+    from appliance.capture.frame import Frame
+    from appliance.detect.types import Detections
+    from appliance.live import LiveView
+    from appliance.result import FrameResult
+    from appliance.track.sort import Track
+
+    img = np.full((576, 768, 3), (70, 80, 90), np.uint8)
+    img[380:] = (60, 60, 60)  # a road
+    live = LiveView(labels)
+    live.update(FrameResult(
+        Frame(img, "demo", 1, 0.0, time.time()), Detections.empty(),
+        tracks=[Track(12, np.array([120.0, 300.0, 420.0, 460.0]), 0.9, 2, 9, 9, 9, 0, True),
+                Track(13, np.array([520.0, 220.0, 600.0, 470.0]), 0.8, 0, 9, 9, 9, 0, True)],
+        attributes={12: {"classification": {"label": "pickup", "score": 0.82}}}))
+    return live
+
+
+class _Status:
+    def status(self):
+        return {"running": True, "heartbeat_age_s": 0.1, "uptime_s": 60.0, "events_stored": 160,
+                "model": {"name": "ssd-mobilenet-v2-coco", "version": "t", "backend": "litert", "device": "cpu"},
+                "queue_depth": {"detect_to_track": 0, "store": 0},
+                "cameras": {"demo": {"fps": 10.0, "inference_ms_p50": 20.0, "inference_ms_p95": 25.0,
+                                     "frames": 600, "dropped": 0, "corrupt": 0, "live_tracks": 2,
+                                     "queue_depth": {"capture": 0}}},
+                "services": {}}
+
+
+@pytest.fixture
+def typed_dashboard(tmp_path):
+    from appliance import paths
+    from appliance.config import Config
+    from web.service import WebService
+
+    cfg = Config()
+    cfg.device.id = "gate-3"
+    data = tmp_path / "data"
+    data.mkdir()
+    per_type = _seed_typed_events(paths.db_path(data), time.time())
+    web = WebService(cfg, _Status(), data, _live_with_a_typed_car(cfg.detect.classes), port=0)
+    web.start()
+    assert web.url, web.error
+    try:
+        yield web.url, per_type
+    finally:
+        web.stop()
+
+
+_TYPE_CELLS = ("() => [...document.querySelectorAll('#events-rows tr[data-seq] td:nth-child(6)')]"
+               ".map(td => td.textContent)")
+_CHART_SERIES = ("() => { const c = window.Chart && Chart.getChart('counts-chart');"
+                 " return c ? c.data.datasets.map(d => d.label) : []; }")
+
+
+def test_types_in_the_events_table_filter_and_chart(typed_dashboard):
+    url, per_type = typed_dashboard
+    assert Path(CHROMIUM).exists(), "no /usr/bin/chromium: scripts/setup --test installs Debian's chromium"
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.set_default_timeout(30_000)
+            page.goto(url)  # no password: local only, no login
+
+            # The Type column: the newest event (track 40's end) is typed, a person's is "–".
+            page.wait_for_selector("#events-rows tr[data-seq]")
+            assert page.locator("table.events th").nth(5).inner_text().lower() == "type"
+            cells = page.evaluate(_TYPE_CELLS)
+            assert len(cells) == 25 and cells[0] == "car 0.60", cells  # track 40: _TYPES[0], 0.6 + 0 * 0.1
+            assert "–" in cells and any(c.startswith("pickup ") for c in cells)
+
+            # The type filter: the classifier's types are offered; picking one leaves only its events.
+            options = page.locator("#event-filters select[name=classification] option").all_inner_texts()
+            assert options[:4] == ["all", "car", "suv", "pickup"] and "emergency" in options
+            page.select_option("#event-filters select[name=classification]", "pickup")
+            page.click("#event-filters button[type=submit]")
+            page.wait_for_function(f"() => {{ const c = ({_TYPE_CELLS})(); return c.length === "
+                                   f"{per_type['pickup']} && c.every(t => t.startsWith('pickup ')); }}")
+            assert page.locator("#events-rows tr[data-seq] td:nth-child(6)").first.get_attribute("title") == \
+                "score 0.60 · 3 of 4 votes · efficientnet-lite0 test"
+
+            # The chart by type: one series per type, no persons.
+            page.select_option("#counts-by", "classification")
+            page.wait_for_function(f"() => ({_CHART_SERIES})().join() === 'bus,car,pickup,suv,van'")
+            assert page.locator("#counts-title").inner_text() == "Objects seen by type"
+            assert "under its latest type" in page.locator("#counts-note").inner_text()
+            page.wait_for_function(f"() => ({_BAR_PIXELS})() > 50")
+            # And back by class: the detector's labels.
+            page.select_option("#counts-by", "label")
+            page.wait_for_function(f"() => ({_CHART_SERIES})().join() === 'car,person'")
+            page.select_option("#counts-by", "classification")
+            page.wait_for_function(f"() => ({_CHART_SERIES})().join() === 'bus,car,pickup,suv,van'")
+
+            # The live picture with its typed caption (drawn by the server; see test_live_view.py).
+            page.wait_for_function("() => document.querySelector('img.live-img').naturalWidth === 768")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-types-desktop.png"), full_page=True)
+
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                     is_mobile=True, has_touch=True)
+            phone.on("pageerror", lambda e: problems.append(str(e)))
+            phone.set_default_timeout(30_000)
+            phone.goto(url)
+            phone.wait_for_selector("#events-rows tr[data-seq]")
+            phone.select_option("#counts-by", "classification")
+            phone.wait_for_function(f"() => ({_CHART_SERIES})().length === 5")
+            phone.wait_for_timeout(800)
+            phone.screenshot(path=str(ARTIFACTS / "dashboard-types-phone.png"), full_page=True)
+            assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            widths = phone.evaluate("() => { const t = document.querySelector('table.events');"
+                                    " return [t.scrollWidth, t.parentElement.clientWidth]; }")
+            assert widths[0] <= widths[1], widths
+        finally:
+            browser.close()
+    assert problems == []

@@ -165,7 +165,8 @@ class Run:
         assert not self.thread.is_alive()
 
     def wait_state(self, state: str) -> None:
-        wait_until(lambda: self.sup.state == state,
+        # The supervisor sets its state, then reports it: wait for the report too.
+        wait_until(lambda: self.sup.state == state and self.states and self.states[-1][1] == state,
                    f"state {state} (now {self.sup.state}: {self.sup.reason})")
 
 

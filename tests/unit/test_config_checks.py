@@ -56,8 +56,8 @@ bogus: 1
         "detect.threads: expected auto or integer 1–64, got int 0",
         "track.max_age: expected an integer, got float 2.5",
         "uplink.port: must be between 1 and 65535, got 0",
-        "bogus: unknown key (valid keys: device, cameras, detect, track, events, store, log, adaptive, "
-        "power, web, uplink)",
+        "bogus: unknown key (valid keys: device, cameras, detect, track, classify, events, snapshots, store, "
+        "log, adaptive, power, web, uplink)",
     ]
 
 
@@ -212,8 +212,8 @@ def test_classes_are_checked_against_a_manifests_labels(tmp_path):
 def test_classes_without_a_labels_file_here_are_a_warning(tmp_path):
     m = _manifest(tmp_path, labels="labels.txt")  # not fetched
     warnings: list[str] = []
-    config.from_dict({"cameras": LIVE, "detect": {"model": str(m), "classes": ["unicorn"]}}, "c.yaml",
-                     assets_dir=tmp_path, warnings=warnings)
+    config.from_dict({"cameras": LIVE, "detect": {"model": str(m), "classes": ["unicorn"]},
+                      "classify": {"enabled": False}}, "c.yaml", assets_dir=tmp_path, warnings=warnings)
     assert len(warnings) == 1 and warnings[0].startswith(
         "c.yaml: detect.classes: not checked against the model's labels: ")
     assert "labels: file labels.txt not found" in warnings[0]

@@ -50,3 +50,46 @@ def test_status_stats_and_results_fit_their_schemas():
     r.validate(json.loads(messages.command_result("g", "nope", None, False, error="unknown command")))
     with pytest.raises(jsonschema.ValidationError):  # ok with an error is not a valid result
         r.validate({**json.loads(messages.command_result("g", "ping", 1, True, {})), "error": "x"})
+
+
+_PICKUP = {"label": "pickup", "score": 0.82, "votes": 3, "attempts": 4, "model": "efficientnet-lite0",
+           "version": "1"}
+
+
+def _track_event(**kw) -> str:
+    return Event(id="g:1", seq=1, type="update", device="g", camera="north", track_id=3, label="car",
+                 score=0.8, box=[1.0, 2.0, 3.0, 4.0], ts=1.5, first_seen=1.5, frame_seq=9, **kw).to_json()
+
+
+def test_classification_is_optional_in_schema_1():
+    v = schema("mqtt-events")
+    old = _track_event()
+    assert "classification" not in json.loads(old)  # nothing decided: absent, as before
+    v.validate(json.loads(messages.events_message("g", [old])))
+    # A schema-1 event of a release before the classifier, exactly as it was stored then.
+    v.validate({"schema": 1, "device": "g", "events": [
+        {"id": "g:7", "seq": 7, "type": "end", "device": "g", "camera": "north", "track_id": 3,
+         "label": "car", "score": 0.8, "box": [1.0, 2.0, 3.0, 4.0], "ts": 1.5, "first_seen": 1.0,
+         "frame_seq": 9, "schema": 1}]})
+    new = _track_event(classification=_PICKUP)
+    body = json.loads(messages.events_message("g", [old, new]))
+    assert body["events"][1]["classification"] == _PICKUP
+    v.validate(body)
+
+
+@pytest.mark.parametrize("bad", [
+    None,  # absent means undecided; null is not a value
+    "pickup",
+    {k: v for k, v in _PICKUP.items() if k != "label"},
+    {**_PICKUP, "label": ""},
+    {**_PICKUP, "score": 1.5},
+    {**_PICKUP, "votes": "3"},
+    {**_PICKUP, "attempts": 0},
+    {**_PICKUP, "model": 7},
+    {**_PICKUP, "colour": "red"},
+])
+def test_a_malformed_classification_is_rejected(bad):
+    body = json.loads(messages.events_message("g", [_track_event()]))
+    body["events"][0]["classification"] = bad
+    with pytest.raises(jsonschema.ValidationError):
+        schema("mqtt-events").validate(body)

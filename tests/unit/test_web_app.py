@@ -297,3 +297,81 @@ def test_services_appear_in_status(db_path):
     c = _app(db_path, status=status).test_client()
     _login(c)
     assert c.get("/api/status").json["services"]["uplink"]["backlog"] == 3
+
+
+# -- classification: the classifier's type ------------------------------------------------
+
+def _typed(seq, ts, track, type_, camera="gate", label="car", cls=None) -> Event:
+    c = None if cls is None else {"label": cls, "score": 0.8, "votes": 2, "attempts": 3, "model": "m",
+                                  "version": "1"}
+    return Event(id=f"dev:{seq}", seq=seq, type=type_, device="dev", camera=camera, track_id=track,
+                 label=label, score=0.9, box=[1.0, 2.0, 3.0, 4.0], ts=ts, first_seen=ts, frame_seq=seq,
+                 classification=c)
+
+
+@pytest.fixture
+def typed_db(tmp_path) -> Path:
+    """Tracks: 1 van, then pickup (its latest); 2 car (yard); 3 car known at `new`; 4 a person,
+    never typed; 5 a type outside the usual list."""
+    path = tmp_path / "typed.db"
+    w = EventWriter(path).start()
+    w.put([_typed(1, T0 + 1, 1, "new"), _typed(2, T0 + 2, 2, "new", camera="yard"),
+           _typed(3, T0 + 3, 4, "new", label="person"), _typed(4, T0 + 5, 1, "update", cls="van"),
+           _typed(5, T0 + 6, 2, "update", camera="yard", cls="car"), _typed(6, T0 + 9, 1, "update", cls="pickup"),
+           _typed(7, T0 + 12, 1, "end", cls="pickup"), _typed(8, T0 + 25, 3, "new", cls="car"),
+           _typed(9, T0 + 30, 5, "new", label="truck"), _typed(10, T0 + 31, 5, "update", label="truck", cls="tractor")])
+    w.close()
+    return path
+
+
+@pytest.fixture
+def typed_client(typed_db):
+    c = _app(typed_db).test_client()
+    assert _login(c).status_code == 302
+    return c
+
+
+def test_events_filter_by_classification_and_carry_it(typed_client):
+    got = typed_client.get("/api/events", query_string={"classification": "pickup"}).json["events"]
+    assert [e["seq"] for e in got] == [7, 6]
+    assert all(e["classification"]["label"] == "pickup" and e["classification"]["votes"] == 2 for e in got)
+    got = typed_client.get("/api/events", query_string={"classification": "car", "camera": "yard"}).json["events"]
+    assert [e["seq"] for e in got] == [5]
+    assert typed_client.get("/api/events?classification=bus").json["events"] == []
+    # No decision: the field is absent, not null.
+    first = typed_client.get("/api/events", query_string={"before": 2, "limit": 1}).json["events"][0]
+    assert first["seq"] == 1 and "classification" not in first
+
+
+def test_counts_by_classification_count_each_track_once_under_its_latest_type(typed_client):
+    q = {"since": T0, "until": T0 + 60, "bucket": 20}
+    data = typed_client.get("/api/counts", query_string={**q, "by": "classification"}).json
+    assert data["by"] == "classification" and data["buckets"] == [T0, T0 + 20, T0 + 40]
+    # Track 1 counts as pickup (not van), in the bucket of its `new`; track 4 has no type.
+    assert data["series"] == {"car": [1, 1, 0], "pickup": [1, 0, 0], "tractor": [0, 1, 0]}
+    data = typed_client.get("/api/counts", query_string={**q, "by": "classification", "camera": "gate"}).json
+    assert data["series"] == {"car": [0, 1, 0], "pickup": [1, 0, 0], "tractor": [0, 1, 0]}
+    # The default is unchanged: the detector's class, every new track.
+    data = typed_client.get("/api/counts", query_string=q).json
+    assert data["by"] == "label" and data["series"] == {"car": [2, 1, 0], "person": [1, 0, 0], "truck": [0, 1, 0]}
+    assert typed_client.get("/api/counts", query_string={**q, "by": "label"}).json == data
+
+
+def test_filters_list_the_classification_types(typed_db, typed_client):
+    usual = ["car", "suv", "pickup", "van", "bus", "truck", "motorcycle", "bicycle", "emergency", "other"]
+    assert typed_client.get("/api/filters").json["classifications"] == usual  # "tractor" is from 2023
+    w = EventWriter(typed_db).start()  # a type of another model, seen today
+    w.put([_typed(11, time.time(), 6, "update", cls="tractor"), _typed(12, time.time(), 7, "update", cls="van")])
+    w.close()
+    assert typed_client.get("/api/filters").json["classifications"] == usual + ["tractor"]
+
+
+@pytest.mark.parametrize("query, message", [
+    ("/api/events?classification=pick%20up", "classification: expected a type name of 1 to 32 letters"),
+    ("/api/events?classification=car'--", "classification: expected a type name"),
+    ("/api/events?classification=" + "x" * 33, "classification: expected a type name"),
+    ("/api/counts?by=type", "by: must be one of label, classification, got 'type'"),
+])
+def test_a_malformed_classification_parameter_is_a_400_naming_it(typed_client, query, message):
+    r = typed_client.get(query)
+    assert r.status_code == 400 and message in r.json["error"]

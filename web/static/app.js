@@ -73,6 +73,25 @@ function el(tag, text, cls) {
   return e;
 }
 
+// A small thumbnail of an end event's snapshot (its best crop), linking to the full JPEG.
+function snapshotLink(eventId) {
+  const url = `/api/snapshots/${encodeURIComponent(eventId)}.jpg`;
+  const a = el("a", undefined, "snapshot");
+  a.href = url;
+  a.target = "_blank";
+  a.rel = "noopener";
+  a.title = "snapshot: the track's best picture";
+  const img = el("img");
+  img.src = url;
+  img.alt = "snapshot";
+  img.loading = "lazy";
+  img.height = 32;
+  img.style.verticalAlign = "middle";  // CSSOM, which the CSP allows (no inline style attribute)
+  img.onerror = () => a.replaceWith(el("span", "snapshot gone", "muted small"));  // the quota removed it
+  a.append(img);
+  return a;
+}
+
 // -- live view ------------------------------------------------------------------------
 
 function startLive(img) {
@@ -205,6 +224,7 @@ function renderCounts(data) {
   const datasets = Object.entries(data.series).map(([label, counts], i) => ({
     label, data: counts, backgroundColor: PALETTE[i % PALETTE.length], borderWidth: 0,
   }));
+  $("#counts-empty").hidden = datasets.some((d) => d.data.some((v) => v > 0));
   if (!chart) {
     chart = new window.Chart($("#counts-chart"), {
       type: "bar",
@@ -223,17 +243,44 @@ function renderCounts(data) {
   chart.update();
 }
 
+// by: "label" (the detector's class) or "classification" (the classifier's type).
+const COUNTS_TITLES = { label: "Objects seen by class", classification: "Objects seen by type" };
+
 function startCounts() {
-  const range = $("#counts-range");
+  const range = $("#counts-range"), by = $("#counts-by"), note = $("#counts-note");
   const loop = every(COUNTS_INTERVAL_MS, async () => {
     const [span, bucket] = range.value.split(":").map(Number);
     const until = Date.now() / 1000;
-    renderCounts(await getJSON(`/api/counts?since=${until - span}&until=${until}&bucket=${bucket}`));
+    const q = new URLSearchParams({ since: until - span, until, bucket, by: by.value });
+    const data = await getJSON(`/api/counts?${q}`);
+    if ((data.by || "label") === by.value) renderCounts(data);  // not an answer for the other choice
   });
+  const showBy = () => {
+    $("#counts-title").textContent = COUNTS_TITLES[by.value];
+    note.textContent = note.dataset[by.value];
+    $("#counts-chart").setAttribute("aria-label", `${COUNTS_TITLES[by.value].toLowerCase()} over time`);
+  };
   range.addEventListener("change", () => loop.now());
+  by.addEventListener("change", () => { showBy(); loop.now(); });
+  showBy();
 }
 
 // -- events table ---------------------------------------------------------------------
+
+// The classifier's decided type: `pickup 0.82`, the details on hover; "–" when none.
+function classificationCell(c) {
+  const td = el("td", undefined, "cls");
+  if (!c || !c.label) {
+    td.append(el("span", "–", "muted"));
+    return td;
+  }
+  td.append(el("span", c.label, "cls-label"));
+  if (typeof c.score === "number") td.append(" ", el("span", fmt.num(c.score, 2), "muted small"));
+  td.title = [typeof c.score === "number" ? `score ${fmt.num(c.score, 2)}` : "",
+    c.votes !== undefined && c.attempts !== undefined ? `${c.votes} of ${c.attempts} votes` : "",
+    [c.model, c.version].filter(Boolean).join(" ")].filter(Boolean).join(" · ");
+  return td;
+}
 
 function startEvents() {
   const form = $("#event-filters"), errorBox = $("#events-error");
@@ -242,7 +289,7 @@ function startEvents() {
 
   const query = () => {
     const q = new URLSearchParams({ limit: PAGE_SIZE });
-    for (const name of ["camera", "label", "type"]) {
+    for (const name of ["camera", "label", "type", "classification"]) {
       if (form.elements[name].value) q.set(name, form.elements[name].value);
     }
     // datetime-local is the viewer's local time; the API takes unix seconds.
@@ -270,7 +317,7 @@ function startEvents() {
     rows.replaceChildren();
     if (!data.events.length) {
       const td = el("td", "no events match", "muted");
-      td.colSpan = 7;
+      td.colSpan = 8;
       const tr = el("tr");
       tr.append(td);
       rows.append(tr);
@@ -279,7 +326,9 @@ function startEvents() {
       const tr = el("tr");
       tr.dataset.seq = e.seq;
       tr.append(el("td", fmt.time(e.ts)), el("td", e.camera), el("td", e.type, `type-${e.type}`),
-        el("td", String(e.track_id)), el("td", e.label), el("td", fmt.num(e.score, 2)), el("td", e.id, "id"));
+        el("td", String(e.track_id)), el("td", e.label), classificationCell(e.classification),
+        el("td", fmt.num(e.score, 2), "score"), el("td", e.id, "id"));
+      if (e.snapshot) tr.lastElementChild.append(" ", snapshotLink(e.id));
       rows.append(tr);
     }
     $("#events-newer").disabled = page === 0;
@@ -304,7 +353,8 @@ function startEvents() {
   });
 
   getJSON("/api/filters").then((f) => {
-    for (const [name, values] of [["camera", f.cameras], ["label", f.labels], ["type", f.types]]) {
+    for (const [name, values] of [["camera", f.cameras], ["label", f.labels], ["type", f.types],
+      ["classification", f.classifications || []]]) {
       const select = form.elements[name];
       for (const v of values) select.append(new Option(v, v));
     }

@@ -4,6 +4,9 @@ missing runtime matters only to the backend that needs it.
 Every backend returns an object with this shape (see Backend). A TensorRT backend is a new
 module here with an open_backend(manifest, threads) function, plus one line in OPENERS;
 manifests already accept format 'engine' for it.
+
+Backends run detectors (appliance/detect/) and classifiers (appliance/classify/) alike: what
+they need of a manifest is `RunnableModel`, which both kinds of manifest are.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from appliance.detect.manifest import InputSpec, ModelManifest, show_path
+from appliance.detect.manifest import InputSpec, show_path
 from appliance.errors import ApplianceError
 
 # backend name -> module with open_backend(manifest, threads) -> Backend
@@ -24,6 +27,17 @@ OPENERS = {
 }
 FORMAT_BACKEND = {"tflite": "litert", "onnx": "onnxruntime", "engine": "tensorrt"}
 BACKENDS = ("auto", "litert", "onnxruntime", "tensorrt")
+
+
+class RunnableModel(Protocol):
+    """What a backend reads of a manifest (detect.manifest.ModelManifest,
+    classify.manifest.ClassifierManifest)."""
+
+    path: Path  # the model.yaml, named in errors
+    file: Path  # the weights, resolved
+    format: str  # tflite | onnx | engine
+    input: InputSpec  # width, height, layout, dtype are checked against the model
+    edgetpu_file: Path | None  # tflite: used instead of `file` when a Coral is found
 
 
 class Backend(Protocol):
@@ -43,7 +57,7 @@ class Backend(Protocol):
         ...
 
 
-def open_backend(manifest: ModelManifest, backend: str = "auto", threads: int = 1) -> Backend:
+def open_backend(manifest: RunnableModel, backend: str = "auto", threads: int = 1) -> Backend:
     if backend not in BACKENDS:
         raise ApplianceError(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
     wanted = FORMAT_BACKEND[manifest.format]
@@ -66,7 +80,7 @@ def dims(shape) -> tuple[int, ...]:
     return tuple(d if isinstance(d, (int, np.integer)) and d >= 0 else -1 for d in shape)
 
 
-def check_input(manifest: ModelManifest, shape: tuple[int, ...], dtype: str,
+def check_input(manifest: RunnableModel, shape: tuple[int, ...], dtype: str,
                 float_ok: tuple[str, ...] = ("float32",)) -> None:
     """The manifest's input must agree with what the model file declares.
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.detect.backends import check_input
-from appliance.detect.manifest import ModelManifest, show_path
+from appliance.detect.backends import RunnableModel, check_input
+from appliance.detect.manifest import show_path
 from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def _runtime():
     return Interpreter, load_delegate
 
 
-def _edgetpu_delegate(load_delegate, manifest: ModelManifest):
+def _edgetpu_delegate(load_delegate, manifest: RunnableModel):
     if manifest.edgetpu_file is None:
         return None
     try:
@@ -56,7 +56,7 @@ def _edgetpu_delegate(load_delegate, manifest: ModelManifest):
 class LiteRTBackend:
     name = "litert"
 
-    def __init__(self, manifest: ModelManifest, threads: int):
+    def __init__(self, manifest: RunnableModel, threads: int):
         Interpreter, load_delegate = _runtime()
         delegate = _edgetpu_delegate(load_delegate, manifest)
         self.model_file: Path = manifest.edgetpu_file if delegate else manifest.file  # type: ignore
@@ -76,7 +76,7 @@ class LiteRTBackend:
         inputs = self._interp.get_input_details()
         if len(inputs) != 1:
             raise ApplianceError(
-                f"{show_path(self.model_file)}: has {len(inputs)} inputs; detectors take one image"
+                f"{show_path(self.model_file)}: has {len(inputs)} inputs; the appliance's models take one image"
             )
         inp = inputs[0]
         self._in_index = inp["index"]
@@ -118,5 +118,5 @@ class LiteRTBackend:
         return outputs
 
 
-def open_backend(manifest: ModelManifest, threads: int) -> LiteRTBackend:
+def open_backend(manifest: RunnableModel, threads: int) -> LiteRTBackend:
     return LiteRTBackend(manifest, threads)

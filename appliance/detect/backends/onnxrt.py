@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.detect.backends import check_input, dims
-from appliance.detect.manifest import ModelManifest, show_path
+from appliance.detect.backends import RunnableModel, check_input, dims
+from appliance.detect.manifest import show_path
 from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(u
 class OnnxBackend:
     name = "onnxruntime"
 
-    def __init__(self, manifest: ModelManifest, threads: int):
+    def __init__(self, manifest: RunnableModel, threads: int):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -53,7 +53,7 @@ class OnnxBackend:
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise ApplianceError(
-                f"{show_path(manifest.file)}: has {len(inputs)} inputs; detectors take one image"
+                f"{show_path(manifest.file)}: has {len(inputs)} inputs; the appliance's models take one image"
             )
         inp = inputs[0]
         self._in_name = inp.name
@@ -83,5 +83,5 @@ class OnnxBackend:
         return self._session.run(None, {self._in_name: x})
 
 
-def open_backend(manifest: ModelManifest, threads: int) -> OnnxBackend:
+def open_backend(manifest: RunnableModel, threads: int) -> OnnxBackend:
     return OnnxBackend(manifest, threads)
