@@ -55,6 +55,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         pipeline.services.append(Uplink(cfg, data, pipeline))
     from appliance.control.power import PowerService  # a dry run where there is nothing to control
     pipeline.services.append(PowerService(cfg.power, data, on_change=pipeline.sink.state))
+    if os.environ.get("NOTIFY_SOCKET"):  # under systemd (Type=notify); last: READY=1 once all else started
+        from appliance.control.systemd import SystemdNotifier
+        pipeline.services.append(SystemdNotifier(pipeline))
     pipeline.run()
     return 0
 

@@ -203,7 +203,8 @@ def test_dashboard_in_a_real_browser(appliance_url):
             assert re.fullmatch(r"\d+\.\d", page.locator("#health-cameras td[data-label=fps]").inner_text())
             device = page.locator("#health-device").inner_text().lower()
             for tile in ("uplink", "power & temperature", "disk", "% used", "uptime", "model",
-                         "ssd-mobilenet-v2", "events stored"):
+                         "ssd-mobilenet-v2", "thread(s)", "classifier", "efficientnet-lite0-vehicle",
+                         "events stored"):
                 assert tile in device, tile
 
             # Filters: a label with no events empties the table; clearing brings rows back.

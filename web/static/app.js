@@ -202,7 +202,18 @@ function renderHealth(s) {
     diskState === "full" ? "bad" : diskState === "low" ? "warn" : disk.used_percent > 90 ? "bad" : "");
   tile(dl, "Uptime", fmt.duration(s.uptime_s), `system ${fmt.duration(s.system_uptime_s)}`);
   const m = s.model || {};
-  tile(dl, "Model", `${m.name || "–"} ${m.version || ""}`, `${m.backend || ""} on ${m.device || ""}`);
+  tile(dl, "Model", `${m.name || "–"} ${m.version || ""}`,
+    `${m.backend || ""} on ${m.device || ""}${m.threads ? `, ${m.threads} thread(s)` : ""}`);
+  const c = s.classify || {};
+  if (c.state === "unavailable") {
+    tile(dl, "Classifier", "unavailable", c.reason || "", "bad");
+  } else if (c.model) {
+    tile(dl, "Classifier", `${c.model} ${c.version || ""}`,
+      `${fmt.int(c.classified)} crops · budget ${fmt.num(c.budget_crops_per_s)}/s · over budget ${fmt.int(c.dropped_budget)}` +
+      (c.ms_p50 != null ? ` · ${fmt.num(c.ms_p50)} ms a crop` : ""));
+  } else {
+    tile(dl, "Classifier", "off", "classify.enabled is false");
+  }
   const q = s.queue_depth || {};
   tile(dl, "Events stored", fmt.int(s.events_stored),
     `queues: detect→track ${fmt.int(q.detect_to_track)}, store ${fmt.int(q.store)} · last frame ${fmt.num(s.heartbeat_age_s)} s ago`);
