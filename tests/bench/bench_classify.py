@@ -41,8 +41,8 @@ def run(cfg: config_mod.Config, fast: bool) -> tuple[float, Path, tempfile.Tempo
     return fps, Path(tmp.name) / "appliance.db", tmp
 
 
-def vehicle_ends(db: Path, classes) -> tuple[int, int, dict[str, int]]:
-    """End events of classified classes: how many, how many with a type, types counted."""
+def vehicle_ends(db: Path, classes) -> tuple[list[dict], dict[str, int]]:
+    """End events of classified classes, and their decided types counted."""
     conn = sqlite3.connect(db)
     rows = [json.loads(r[0]) for r in conn.execute("SELECT payload FROM events WHERE type = 'end'")]
     conn.close()
@@ -51,7 +51,12 @@ def vehicle_ends(db: Path, classes) -> tuple[int, int, dict[str, int]]:
     for e in ends:
         if "classification" in e:
             types[e["classification"]["label"]] = types.get(e["classification"]["label"], 0) + 1
-    return len(ends), sum(types.values()), types
+    return ends, types
+
+
+def share(ends: list[dict]) -> str:
+    decided = sum("classification" in e for e in ends)
+    return f"{decided}/{len(ends)} ({100 * decided / len(ends):.0f} %)" if ends else "none"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,15 +78,15 @@ def main(argv: list[str] | None = None) -> int:
                                                      "appliance_classify_seconds")}
         cfg = config(video, True, threads)
         _, db, tmp = run(cfg, fast=False)
-        ends, decided, types = vehicle_ends(db, set(cfg.classify.classes))
+        ends, types = vehicle_ends(db, set(cfg.classify.classes))
+        long = [e for e in ends if e["ts"] - e["first_seen"] >= 1.0]
         tmp.cleanup()
         decision = bucket_diff(histogram_buckets("appliance_classify_decision_seconds") or {},
                                before["appliance_classify_decision_seconds"])
         per_crop = bucket_diff(histogram_buckets("appliance_classify_seconds") or {},
                                before["appliance_classify_seconds"])
-        share = f"{100 * decided / ends:.0f} %" if ends else "n/a"
-        print(f"{video}: at the camera's rate, {ends} vehicle tracks ended, {decided} with a type "
-              f"({share}; target >= 95 %): {types}")
+        print(f"{video}: at the camera's rate, vehicle tracks ended with a type: {share(ends)} "
+              f"(target >= 95 %); of those seen for a second or more: {share(long)}; types {types}")
         print(f"{video}: confirmation to decision p50 {bucket_quantile(decision, 0.5):.2f} s, "
               f"p95 {bucket_quantile(decision, 0.95):.2f} s; classifier per crop p50 "
               f"{1000 * bucket_quantile(per_crop, 0.5):.1f} ms over "
