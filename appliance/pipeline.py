@@ -117,10 +117,6 @@ class Pipeline:
         metrics.BUILD.info({"version": __version__, "model": self.detector.name,
                             "model_version": self.detector.version, "backend": f"{be.name}/{be.device}"})
 
-    @property
-    def detector_threads(self) -> int:
-        return self.detector.backend.threads
-
     def start(self) -> None:
         self.writer.start()
         for s in self.stages:

@@ -41,7 +41,7 @@ def snapshot(p: "Pipeline") -> dict[str, Any]:
         "version": __version__, "uptime_s": round(now - p.started_monotonic, 1),
         "heartbeat_age_s": round(now - p.track.heartbeat, 2), "running": p.running,
         "model": {"name": p.detector.name, "version": p.detector.version,
-                  "backend": be.name, "device": be.device, "threads": p.detector_threads},
+                  "backend": be.name, "device": be.device, "threads": be.threads},
         "queue_depth": {"detect_to_track": p.track.depth, "store": p.writer.pending},
         "events_stored": p.writer.stored,
         "cameras": {cam: camera_status(p, cam, now) for cam in p.captures},
