@@ -37,3 +37,13 @@ def mqtt_broker(tmp_path: Path):
     broker = Mosquitto(tmp_path / "mosquitto").start()
     yield broker
     broker.close()
+
+
+@pytest.fixture
+def sub(mqtt_broker):
+    """A subscriber to everything under the prefix "t" on the test's broker."""
+    from tests.mqtt_broker import Subscriber
+
+    s = Subscriber(mqtt_broker.port, ["t/#"]).start()
+    yield s
+    s.close()

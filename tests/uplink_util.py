@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from appliance import paths
+from appliance.config import from_dict
 from appliance.events.lifecycle import Event
 from appliance.store.db import open_db
 from appliance.store.writer import event_row
@@ -23,6 +25,29 @@ from appliance.store.writer import event_row
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "docs" / "schemas"
 TYPES = ("new", "update", "update", "end")  # a mix of alerts (new, end) and routine updates
+
+
+@contextmanager
+def uplinks(data_dir: Path, port: int, device: str, drain_timeout_s: float):
+    """make(**uplink keys): started in-process Uplink services on the broker at `port`
+    (topic prefix "t"), all stopped on leaving."""
+    from appliance.uplink.service import Uplink
+
+    made: list[Uplink] = []
+
+    def make(pacing_clock=time.monotonic, **uplink) -> Uplink:
+        cfg = from_dict({"device": {"id": device}, "uplink": {
+            "enabled": True, "host": "127.0.0.1", "port": port, "topic_prefix": "t",
+            "reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "drain_timeout_s": drain_timeout_s, **uplink}})
+        made.append(Uplink(cfg, data_dir, pacing_clock=pacing_clock))
+        made[-1].start()
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for up in made:
+            up.stop()
 
 
 def schema(name: str) -> jsonschema.protocols.Validator:

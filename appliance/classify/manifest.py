@@ -27,8 +27,7 @@ from appliance.detect.manifest import (
     InputSpec,
     ManifestFile,
     ManifestInput,
-    _file_name,
-    _text,
+    ModelFileKeys,
     find_manifest,
     manifest_labels,
     parse_labels,
@@ -134,10 +133,9 @@ def _label_map_value(value: Any) -> Any:
         {"got": repr(value) if not isinstance(value, dict) else "a mapping with a non-string key or value"})
 
 
-class ClassifierManifestFile(BaseModel):
+class ClassifierManifestFile(ModelFileKeys):
     """The keys of a classifier's model.yaml (docs/classify.md)."""
 
-    model_config = _STRICT
     kind: ClassVar[str] = "classifier"
     messages: ClassVar[dict[str, str]] = {
         **ManifestFile.messages,  # the input keys' words, as for detectors
@@ -148,12 +146,6 @@ class ClassifierManifestFile(BaseModel):
         "input.scale": "must be a positive number",
     }
 
-    name: str
-    version: str = "unversioned"
-    description: str = ""
-    license: str = ""
-    file: str
-    edgetpu_file: Optional[str] = None
     format: Format
     input: ClassifierInput
     output: ClassifierOutput
@@ -161,23 +153,6 @@ class ClassifierManifestFile(BaseModel):
     label_map: Union[dict[str, str], str, None] = None
     margin: float = Field(0.1, ge=0.0, le=1.0)
     min_size: int = Field(32, ge=1)
-
-    @field_validator("name", mode="before")
-    @classmethod
-    def _name(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not value:
-            raise PydanticCustomError("name", "must be a non-empty string, got {got}", {"got": repr(value)})
-        return value
-
-    @field_validator("file", "edgetpu_file", mode="before")
-    @classmethod
-    def _files(cls, value: Any, info: ValidationInfo) -> Any:
-        return None if value is None and info.field_name == "edgetpu_file" else _file_name(value)
-
-    @field_validator("version", "license", "description", mode="before")
-    @classmethod
-    def _texts(cls, value: Any) -> Any:
-        return _text(value)
 
     @field_validator("labels", mode="before")
     @classmethod

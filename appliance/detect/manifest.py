@@ -100,26 +100,17 @@ _MESSAGES = {
 }
 
 
-class ManifestFile(BaseModel):
-    """The keys of a model.yaml (models/README.md)."""
+class ModelFileKeys(BaseModel):
+    """The keys every model.yaml has, detector or classifier: who it is and its files."""
 
     model_config = _STRICT
-    kind: ClassVar[str] = "detector"  # read_manifest tells a detector's manifest from a classifier's
-    messages: ClassVar[dict[str, str]] = _MESSAGES
 
     name: str
     version: str = "unversioned"
     file: str
     edgetpu_file: Optional[str] = None
-    format: Format
-    input: ManifestInput
-    decoder: Decoder
-    labels: Union[list[str], str, None] = None
     license: str = ""
     description: str = ""
-    output_layout: OutputLayout = "auto"
-    output_boxes: OutputBoxes = "pixels"
-    nms_iou: float = Field(0.45, gt=0.0, le=1.0)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -137,6 +128,21 @@ class ManifestFile(BaseModel):
     @classmethod
     def _texts(cls, value: Any) -> Any:
         return _text(value)
+
+
+class ManifestFile(ModelFileKeys):
+    """The keys of a detector's model.yaml (models/README.md)."""
+
+    kind: ClassVar[str] = "detector"  # read_manifest tells a detector's manifest from a classifier's
+    messages: ClassVar[dict[str, str]] = _MESSAGES
+
+    format: Format
+    input: ManifestInput
+    decoder: Decoder
+    labels: Union[list[str], str, None] = None
+    output_layout: OutputLayout = "auto"
+    output_boxes: OutputBoxes = "pixels"
+    nms_iou: float = Field(0.45, gt=0.0, le=1.0)
 
     @field_validator("labels", mode="before")
     @classmethod

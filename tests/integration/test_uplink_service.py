@@ -11,36 +11,15 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-from appliance.config import from_dict
-from appliance.uplink.service import Uplink
-from tests.mqtt_broker import Subscriber
-from tests.uplink_util import check_delivery, schema, seed_events, stored
+from tests.uplink_util import check_delivery, schema, seed_events, stored, uplinks
 
 DEVICE = "unit-1"
 
 
 @pytest.fixture
 def make_uplink(data_dir, mqtt_broker):
-    made: list[Uplink] = []
-
-    def make(pacing_clock=time.monotonic, **uplink) -> Uplink:
-        cfg = from_dict({"device": {"id": DEVICE}, "uplink": {
-            "enabled": True, "host": "127.0.0.1", "port": mqtt_broker.port, "topic_prefix": "t",
-            "reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "drain_timeout_s": 20, **uplink}})
-        made.append(Uplink(cfg, data_dir, pacing_clock=pacing_clock))
-        made[-1].start()
-        return made[-1]
-
-    yield make
-    for up in made:
-        up.stop()
-
-
-@pytest.fixture
-def sub(mqtt_broker):
-    s = Subscriber(mqtt_broker.port, ["t/#"]).start()
-    yield s
-    s.close()
+    with uplinks(data_dir, mqtt_broker.port, DEVICE, drain_timeout_s=20) as make:
+        yield make
 
 
 def test_alerts_go_first_in_batches_of_one_priority(data_dir, mqtt_broker, sub, make_uplink):
