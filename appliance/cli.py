@@ -15,7 +15,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from appliance import __version__, paths
+from appliance import __version__, paths, safemode
 from appliance import config as config_mod
 from appliance import log as log_setup
 from appliance.errors import ApplianceError
@@ -28,14 +28,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.pipeline import Pipeline  # heavy imports only for the commands that need them
 
     warnings: list[str] = []  # files the config names are checked here as in `config check`
-    cfg = config_mod.load(args.config, paths.assets_dir(), warnings=warnings)
+    data = paths.data_dir(args.data_dir)
+    try:
+        cfg = config_mod.load(args.config, paths.assets_dir(), warnings=warnings)
+    except ApplianceError as e:
+        if not safemode.wanted(args.safe_mode, os.environ):
+            raise
+        log_setup.setup("INFO")  # the broken config's log level is unknown
+        return safemode.run(args.config, data, str(e).splitlines(), web_port=args.web_port)
     log_setup.setup(cfg.log.level)
     for warning in warnings:
         log.warning("config: %s", warning)
     if args.loop:
         for cam in cfg.cameras:
             cam.loop = True  # validated on assignment, like the file
-    data = paths.data_dir(args.data_dir)
     log.info("appliance %s: data directory %s, config %s", __version__, data, args.config or "built-in demo")
     stop = threading.Event()  # a signal during the start (model loading) stops right after it
 
@@ -46,10 +52,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     pipeline = Pipeline(cfg, data, fast=args.fast, max_frames=args.max_frames, stop_event=stop)
+    safemode.remember_good(args.config, data)  # the data dir is ours now (the pipeline holds its lock)
+    safemode.leave(data)
     # Services beside the pipeline (uplink, web) are appended to pipeline.services here.
     if cfg.web.enabled:
+        from web.analytics import pipeline_hooks
         from web.service import WebService
-        pipeline.services.append(WebService(cfg, pipeline, data, pipeline.live, port=args.web_port))
+        pipeline.services.append(WebService(  # the line and zone editor saves to --config, applies live
+            cfg, pipeline, data, pipeline.live, port=args.web_port,
+            config_path=Path(args.config) if args.config else None, analytics_hooks=pipeline_hooks(pipeline)))
     if cfg.uplink.enabled:
         from appliance.uplink.service import Uplink
         pipeline.services.append(Uplink(cfg, data, pipeline))
@@ -101,7 +112,8 @@ def _cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from appliance.detect import load_detector, load_manifest, run_images
+    from appliance.detect import load_manifest, run_images
+    from appliance.detect.configured import configured_detector
     from appliance.detect.threads import auto_threads
 
     cfg = config_mod.load(args.config)
@@ -113,10 +125,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         # data dir and model, else every usable core (nothing else competes for them here).
         threads = auto_threads(load_manifest(args.model or d.model, assets), d.backend,
                                paths.data_dir(args.data_dir), measure_now=False)
-    detector = load_detector(
-        args.model or d.model, assets, backend=d.backend,
-        threshold=d.threshold if args.threshold is None else args.threshold,
-        classes=None if args.all_classes else (d.classes or None), threads=threads)
+    detector = configured_detector(cfg, assets, paths.data_dir(args.data_dir), model=args.model,
+                                   threshold=args.threshold, all_classes=args.all_classes, threads=threads)
     classifier = None
     if args.classify:  # the flag asks for it whatever classify.enabled says
         from appliance.classify import load_classifier
@@ -163,10 +173,29 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from appliance.config.loader import error_lines
     from appliance.track import mot
 
-    return mot.main(args.mot, sys.stdout, max_age=args.max_age, min_hits=args.min_hits,
-                    iou_threshold=args.iou_threshold)
+    if args.max_age is not None:
+        raise ApplianceError("--max-age: replaced by --max-age-s, in seconds, not frames (frames / --fps)")
+    track = config_mod.load(args.config).track if args.config else config_mod.TrackConfig()
+    overrides = {k: v for k, v in (("max_age_s", args.max_age_s), ("min_hits", args.min_hits),
+                                   ("iou_threshold", args.iou_threshold)) if v is not None}
+    try:
+        track = config_mod.TrackConfig(**{**track.model_dump(), **overrides})
+    except ValidationError as e:  # an override out of range: name the option
+        lines = (line.split(": ", 1) for line in error_lines(e))
+        raise ApplianceError("\n".join(f"--{k.replace('_', '-')}: {m}" for k, m in lines)) from None
+    high = mot.MOT_HIGH_THRESHOLD if args.high_threshold is None else args.high_threshold
+    return mot.main(args.mot, sys.stdout, args.fps, track, high)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from appliance.analytics import mot
+
+    return mot.main(args.mot, args.config, args.fps, args.size, sys.stdout)
 
 
 def _parse_since(text: str) -> float:
@@ -192,6 +221,13 @@ def _cmd_events(args: argparse.Namespace) -> int:
         if "state" in e:  # camera, adaptive, power: a state change (docs/events.md)
             print(f"{e['id']:<24} {when}  {e['camera'] or '-':<10} {e['type']:<8} "
                   f"{e['previous']} -> {e['state']}: {e['reason']}")
+        elif e["type"] in ("line", "zone"):  # analytics (docs/analytics.md)
+            kind = f"{e['label']} · {e['classification']['label']}" if "classification" in e else e["label"]
+            what = (f"{e['line']} {e['direction']}" if e["type"] == "line"
+                    else f"{e['zone']} {e['action']} occupancy={e['occupancy']}")
+            extra = "".join(f" {k}={e[k]}" for k in ("dwell_s", "speed_kmh", "heading_deg") if k in e)
+            print(f"{e['id']:<24} {when}  {e['camera']:<10} {e['type']:<6} track={e['track_id']:<5} "
+                  f"{kind:<18} {what}{extra}")
         else:
             box = ",".join(f"{v:.0f}" for v in e["box"])
             kind = f"{e['label']} · {e['classification']['label']}" if "classification" in e else e["label"]
@@ -221,6 +257,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_selftest(args: argparse.Namespace) -> int:
+    from appliance.selftest import run_selftest
+
+    try:
+        cfg = config_mod.load(args.config, paths.assets_dir())
+    except ApplianceError:
+        cfg = None  # the config check reports why; the device's checks still run
+    only = {name.strip() for name in args.only.split(",") if name.strip()} if args.only else None
+    report = run_selftest(cfg, paths.data_dir(args.data_dir), config_path=Path(args.config) if args.config else None,
+                          timeout_s=args.timeout, only=only)
+    print(report.to_json(indent=1) if args.json else report.summary())
+    return 0 if report.ok else 1
+
+
 def _cmd_power_status(args: argparse.Namespace) -> int:
     from appliance.control.power import describe, read_status
 
@@ -243,6 +293,16 @@ def _int_arg(lo: int, hi: int | None, what: str):
 
 
 _positive_int = _int_arg(1, None, "a positive integer")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 _port = _int_arg(0, 65535, "a TCP port 0-65535")
 
 
@@ -262,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--web-port", type=_port, default=os.environ.get("APPLIANCE_WEB_PORT") or None,
                      help="dashboard port, overriding web.port; 0 picks a free one "
                           "(default: $APPLIANCE_WEB_PORT, else web.port)")
+    run.add_argument("--safe-mode", choices=("auto", "on", "off"),
+                     default=os.environ.get("APPLIANCE_SAFE_MODE") or "auto",
+                     help="when the config does not validate: start only the dashboard, to fix it there "
+                          "(on), or exit with the errors (off); auto: on under systemd ($NOTIFY_SOCKET) "
+                          "(default: $APPLIANCE_SAFE_MODE, else auto)")
     run.set_defaults(func=_cmd_run)
 
     fetch = sub.add_parser("fetch", parents=[common], help="fetch and verify models and media")
@@ -303,12 +368,27 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--config", help="YAML config for classifier settings")
     clf.set_defaults(func=_cmd_classify)
 
-    trk = sub.add_parser("track", help="run SORT on MOTChallenge detections, print MOT tracks")
+    trk = sub.add_parser("track", help="run the tracker on MOTChallenge detections, print MOT tracks")
     trk.add_argument("--mot", required=True, metavar="DET_TXT", help="MOTChallenge det.txt")
-    trk.add_argument("--max-age", type=_positive_int, default=1)
-    trk.add_argument("--min-hits", type=_positive_int, default=3)
-    trk.add_argument("--iou-threshold", type=float, default=0.3)
+    trk.add_argument("--fps", required=True, type=_positive_float, help="the sequence's frame rate "
+                     "(MOT15 TUD: 25); turns frames into the tracker's seconds")
+    trk.add_argument("--config", help="YAML config whose `track` section to use (default: the defaults)")
+    trk.add_argument("--max-age-s", type=float, help="override track.max_age_s")
+    trk.add_argument("--min-hits", type=_positive_int, help="override track.min_hits")
+    trk.add_argument("--iou-threshold", type=float, help="override track.iou_threshold")
+    trk.add_argument("--high-threshold", type=float,
+                     help="score from which a detection may start a track (default: 0.9, "
+                          "for the MOT15 files' saturated Faster R-CNN scores)")
+    trk.add_argument("--max-age", help=argparse.SUPPRESS)  # renamed: say so
     trk.set_defaults(func=_cmd_track)
+
+    ana = sub.add_parser("analyze", help="run the tracker and camera `mot`'s lines and zones on MOTChallenge "
+                                         "detections, print the counts (one JSON object)")
+    ana.add_argument("--mot", required=True, metavar="DET_TXT", help="MOTChallenge det.txt")
+    ana.add_argument("--config", required=True, help="YAML config with a camera `mot` (its lines, zones; track)")
+    ana.add_argument("--fps", type=_positive_float, required=True, help="the sequence's frame rate (TUD: 25)")
+    ana.add_argument("--size", metavar="WxH", help="frame size in pixels (default: camera mot's width and height)")
+    ana.set_defaults(func=_cmd_analyze)
 
     pw = sub.add_parser("passwd", help="set the dashboard password (stores only a salted hash)")
     pw.add_argument("--config", default="/etc/appliance/config.yaml",
@@ -323,6 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
     pst.add_argument("--json", action="store_true")
     pst.set_defaults(func=_cmd_power_status)
 
+    stt = sub.add_parser("selftest", parents=[common], help="the installer's check: cameras, model, storage, "
+                         "broker, clock, heat, dashboard; exit status 0 only when nothing failed")
+    stt.add_argument("--config", help="YAML config to test (default: the built-in demo; on a device "
+                                      "/etc/appliance/config.yaml)")
+    stt.add_argument("--json", action="store_true", help="print the report as JSON")
+    stt.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                     help="seconds each camera and the broker get to answer (default: %(default)s)")
+    stt.add_argument("--only", metavar="CHECKS", help="comma-separated checks to run: mode, config, camera, "
+                     "detector, classifier, data_dir, database, disk, uplink, clock, thermal, dashboard")
+    stt.set_defaults(func=_cmd_selftest)
+
     st = sub.add_parser("status", parents=[common], help="what the running appliance last reported")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_cmd_status)
@@ -335,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from appliance.uplink import cli as uplink_cli
     uplink_cli.register(sub, common)  # appliance uplink status
+    from appliance.provision import cli as provision_cli
+    provision_cli.register(sub)  # appliance provision
+    from appliance.modelstore import cli as model_cli
+    model_sub = model_cli.register(sub, common)  # appliance model list|install|activate|rollback
+    from appliance.detect import engine_cli
+    engine_cli.register(model_sub, common)  # appliance model build (TensorRT engines)
     return p
 
 

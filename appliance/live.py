@@ -39,6 +39,11 @@ class LiveView:
         latest = self._latest.get(camera)
         return latest.frame.seq if latest else None
 
+    def frame_size(self, camera: str) -> tuple[int, int] | None:
+        """(width, height) of the camera's latest frame, or None before its first."""
+        latest = self._latest.get(camera)
+        return None if latest is None else (latest.frame.image.shape[1], latest.frame.image.shape[0])
+
     def jpeg(self, camera: str) -> bytes | None:
         """The latest annotated frame of a camera as JPEG, or None before its first frame."""
         latest = self._latest.get(camera)

@@ -53,6 +53,8 @@ CAPTURE_TO_COMMIT_SECONDS = Histogram(
 HEARTBEAT = Gauge("appliance_heartbeat_timestamp_seconds",
                   "Unix time a frame last left the tracker")
 BUILD = Info("appliance_build", "Software and model versions")
+MODEL_DRIFT = Gauge("appliance_model_drift", "Drift of detection scores and class mix from the "
+                    "baseline taken after the model started (0..1)", ["camera", "model"])
 
 # Web dashboard (web/): requests by route pattern (not path, to bound the label values).
 WEB_REQUESTS = Counter("appliance_web_requests_total", "Dashboard and API requests served",
@@ -91,7 +93,10 @@ FRAMES_SKIPPED = Counter("appliance_frames_skipped_total",
                          "Frames not sent to the detector because of the adaptive stride", ["camera"])
 ADAPTIVE_STRIDE = Gauge("appliance_adaptive_stride", "Detection stride: every n-th frame is detected",
                         ["camera"])
-ADAPTIVE_CHANGES = Counter("appliance_adaptive_changes_total", "Stride changes by direction",
+ADAPTIVE_INPUT_SIZE = Gauge("appliance_adaptive_input_size",
+                            "Detector input width a camera's frames are detected at (models with input_sizes)",
+                            ["camera"])
+ADAPTIVE_CHANGES = Counter("appliance_adaptive_changes_total", "Input size and stride changes by direction",
                            ["camera", "direction"])
 INPUT_FPS = Gauge("appliance_input_fps",
                   "Frames per second taken from the camera (detected or skipped by stride), last 5 s",

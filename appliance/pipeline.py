@@ -24,22 +24,25 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from appliance import __version__, metrics, paths, status
+from appliance.analytics import processor as analytics
 from appliance.capture import stage as capture
 from appliance.capture.hub import FrameHub
 from appliance.capture.stage import LiveCapture
 from appliance.classify import stage as classify
 from appliance.config import Config
 from appliance.control.adaptive import AdaptiveControl
-from appliance.detect import load_detector
+from appliance.control.adaptive import describe as adaptive_value
+from appliance.control.adaptive import describe_previous as adaptive_previous
 from appliance.detect.stage import DetectStage
 from appliance.events import lifecycle, snapshots
 from appliance.events.sink import EventSink
 from appliance.live import LiveView
+from appliance.modelstore import ModelStore
+from appliance.modelstore import runtime as models_runtime
 from appliance.store.db import max_track_id, next_event_seq, open_db
 from appliance.store.disk import DiskGuard
 from appliance.store.writer import EventWriter
-from appliance.track.sort import Sort
-from appliance.track.stage import BuildContext, CameraTracking, TrackStage
+from appliance.track.stage import BuildContext, CameraTracking, TrackStage, make_tracker
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ log = logging.getLogger(__name__)
 TRACK_PROCESSORS = (
     classify.build,
     snapshots.build,
+    analytics.build,
     lifecycle.build,
 )
 
@@ -76,9 +80,10 @@ class Pipeline:
         self.started_monotonic = time.monotonic()
         self._data_lock = paths.lock_data_dir(data_dir)
         assets = paths.assets_dir()
-        d = cfg.detect
-        self.detector = load_detector(d.model, assets, backend=d.backend, threshold=d.threshold,
-                                      classes=d.classes or None, threads=d.threads, cache_dir=data_dir)
+        # The store's active model version, else detect.model (appliance/modelstore/, docs/models.md).
+        self.model_store = ModelStore(data_dir)
+        load = models_runtime.loader(cfg, assets, data_dir)
+        self.detector, running_model = models_runtime.first_detector(self.model_store, load)
 
         db = open_db(paths.db_path(data_dir))
         first_seq, id_base = next_event_seq(db), max_track_id(db)
@@ -88,7 +93,8 @@ class Pipeline:
                           check_interval_s=st.disk_check_interval_s, device_id=cfg.device.id,
                           uplink_enabled=cfg.uplink.enabled)
         self.writer = EventWriter(paths.db_path(data_dir), st.batch_size, st.flush_interval_s,
-                                  guard=guard, max_pending=st.max_pending)
+                                  guard=guard, max_pending=st.max_pending,
+                                  counts_retention_s=st.counts_retention_days * 86400.0)
         self.sink = EventSink(cfg.device.id, self.writer, first_seq)
 
         self.hub = FrameHub()
@@ -98,24 +104,42 @@ class Pipeline:
         self.live = LiveView(self.detector.labels)
         self.processors = BuildContext(cfg, self.detector.labels, data_dir, assets)
         tracking = {c.id: CameraTracking(
-            Sort(cfg.track.max_age, cfg.track.min_hits, cfg.track.iou_threshold),
+            make_tracker(cfg),
             [p for p in (build(self.processors, c) for build in TRACK_PROCESSORS) if p is not None], id_base)
             for c in cfg.cameras}
+        # Each camera's line and zone analytics, for the counts and the dashboard's editor.
+        self.analytics: dict[str, analytics.CameraAnalytics] = {
+            cam: p for cam, ct in tracking.items() for p in ct.processors if isinstance(p, analytics.CameraAnalytics)}
         shared = [s for s in self.processors.stages.values() if s is not None]
         self.track = TrackStage(tracking, self.sink, on_result=self.live.update, downstream=shared)
         self.adaptive = AdaptiveControl(
             cfg.adaptive, {c.id: c.target_fps for c in cfg.cameras},
             on_change=lambda cam, new, old, reason, detail: self.sink.state(
-                "adaptive", cam, f"stride {new}", f"stride {old}", reason, detail))
+                "adaptive", cam, adaptive_value(detail), adaptive_previous(detail), reason, detail),
+            sizes=self.detector.sizes,
+            # cameras[].detect_source: the controller's first rung reconnects the capture to it.
+            detect_sources={c.id for c in cfg.cameras if c.has_detect_source and c.id in self.live_cameras},
+            on_capture=lambda cam, low: self.captures[cam].use_detect_source(low))
         self.detect = DetectStage(
             self.detector, self.hub, self.track, self.adaptive,
             {c.id: c.late_after_s for c in cfg.cameras},
             dropped=lambda cam: self.captures[cam].dropped + self.captures[cam].discarded)
         self.stages = [*self.captures.values(), self.detect, self.track, *shared]
         self.services: list[Service] = []
+        # Model activation and rollback between frames, the watch after it, and drift.
+        self.models, self.drift = models_runtime.attach(self, running_model, load, self.model_store, assets)
         be = self.detector.backend
         metrics.BUILD.info({"version": __version__, "model": self.detector.name,
                             "model_version": self.detector.version, "backend": f"{be.name}/{be.device}"})
+
+    def apply_analytics(self, camera_id: str, camera_cfg: Any) -> None:
+        """New lines, zones and calibration for a running camera (a validated CameraConfig,
+        same id), from its next frame; KeyError for an unknown camera. Lines and zones that
+        keep their name, points and anchor keep their counts."""
+        self.analytics[camera_id].reconfigure(camera_cfg)
+        for i, cam in enumerate(self.cfg.cameras):
+            if cam.id == camera_id:  # the effective config (config/get, the dashboard) follows
+                self.cfg.cameras[i] = camera_cfg
 
     def start(self) -> None:
         self.writer.start()
@@ -156,6 +180,9 @@ class Pipeline:
         self.start()
         for svc in self.services:
             svc.start()
+        # At once, not after the first interval: `appliance status` and the self-test see
+        # a running appliance (and where its dashboard listens) from the start.
+        status.write(self.data_dir, self.status())
         try:
             next_report = time.monotonic() + interval
             while self.running and not self.stop_event.is_set():

@@ -27,6 +27,8 @@ class FrameResult:
     # Per track id, what processors learnt (e.g. {"classification": {...}}).
     attributes: dict[int, dict[str, Any]] = field(default_factory=dict)
     events: list = field(default_factory=list)  # made by processors; numbered by the sink
+    # The detector that made `detections`: {"name", "version"} (events carry it on).
+    model: dict[str, str] | None = None
 
     @property
     def camera_id(self) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance import __version__, metrics, paths
+from appliance.detect import engine_cache
 
 if TYPE_CHECKING:
     from appliance.pipeline import Pipeline
@@ -41,7 +42,9 @@ def snapshot(p: "Pipeline") -> dict[str, Any]:
         "version": __version__, "uptime_s": round(now - p.started_monotonic, 1),
         "heartbeat_age_s": round(now - p.track.heartbeat, 2), "running": p.running,
         "model": {"name": p.detector.name, "version": p.detector.version,
-                  "backend": be.name, "device": be.device, "threads": be.threads},
+                  "backend": be.name, "device": be.device, "threads": be.threads,
+                  # "building engine 35 %" while a TensorRT engine builds (a model being activated)
+                  "status": engine_cache.BUILDS.text() or "ready"},
         "queue_depth": {"detect_to_track": p.track.depth, "store": p.writer.pending},
         "events_stored": p.writer.stored,
         "cameras": {cam: camera_status(p, cam, now) for cam in p.captures},

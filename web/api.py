@@ -26,7 +26,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from appliance import config as config_mod
 from appliance.events.snapshots import is_snapshot_name, snapshots_dir
-from appliance.events.types import TRACK_TYPES
+from appliance.events.types import ANALYTICS_TYPES, TRACK_TYPES
 from appliance.store import queries
 from appliance.store.db import open_db
 from web import health, params
@@ -34,7 +34,7 @@ from web.params import BadParam
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-EVENT_TYPES = TRACK_TYPES  # the events table and its filter list track events
+EVENT_TYPES = TRACK_TYPES + ANALYTICS_TYPES  # what the events table lists and filters by (not state changes)
 # The classifier's types (docs/events.md, `classification`): always offered as filter
 # choices, beside any other type seen in the database (a different classifier model).
 CLASSIFICATION_TYPES = ("car", "suv", "pickup", "van", "bus", "truck", "motorcycle", "bicycle",

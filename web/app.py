@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from appliance import __version__, metrics
 from appliance.config import Config, secret_value
 from appliance.live import LiveView
-from web import api, auth, health
+from web import analytics, api, auth, health, selftest
 from web.auth import FailedLogins
 from web.health import StatusProvider
 
@@ -37,7 +37,10 @@ def dashboard():
 
 
 def create_app(cfg: Config, status: StatusProvider, db_path: Path, live: LiveView | None = None, *,
-               data_dir: Path | None = None, secret_key: bytes | None = None) -> Flask:
+               data_dir: Path | None = None, secret_key: bytes | None = None,
+               config_path: Path | None = None, analytics_hooks: analytics.AnalyticsHooks | None = None) -> Flask:
+    """config_path: the file the line and zone editor saves to (None: the built-in demo, no
+    saving); analytics_hooks: the running pipeline's live counts and apply (web/analytics.py)."""
     app = Flask(__name__)
     app.config.update(
         # Sessions end when the appliance restarts (a new key): no key file to protect on disk.
@@ -51,16 +54,21 @@ def create_app(cfg: Config, status: StatusProvider, db_path: Path, live: LiveVie
         APPLIANCE_CONFIG=cfg,
         APPLIANCE_PASSWORD_HASH=secret_value(cfg.web.password_hash),  # "": no login
         APPLIANCE_DATA_DIR=data_dir or db_path.parent,
+        APPLIANCE_CONFIG_PATH=config_path,
     )
     CSRFProtect(app)
     app.extensions["appliance_status"] = status
     app.extensions["appliance_db"] = api.ReadOnlyDB(db_path)
     app.extensions["appliance_live"] = live
     app.extensions["appliance_failed_logins"] = FailedLogins()
+    app.extensions["appliance_analytics"] = analytics_hooks
     app.before_request(auth.require_login)
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages)
     app.register_blueprint(api.bp)
+    app.register_blueprint(analytics.bp)
+    app.register_blueprint(selftest.bp)  # /selftest: the installer's check (appliance/selftest/)
+    app.extensions["appliance_selftest"] = selftest.Runner()
 
     @app.get("/healthz", endpoint="healthz")
     def healthz():

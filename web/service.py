@@ -26,6 +26,7 @@ from waitress.server import create_server
 from appliance import paths
 from appliance.config import Config
 from appliance.live import LiveView
+from web.analytics import AnalyticsHooks
 from web.app import create_app
 from web.health import StatusProvider
 
@@ -48,12 +49,14 @@ class WebService:
     name = "web"
 
     def __init__(self, cfg: Config, status: StatusProvider, data_dir: Path,
-                 live: LiveView | None = None, port: int | None = None):
+                 live: LiveView | None = None, port: int | None = None, *,
+                 config_path: Path | None = None, analytics_hooks: AnalyticsHooks | None = None):
         w = cfg.web
         self.password_set = w.password_hash is not None  # its form was checked with the config
         self.host = w.host if self.password_set else LOCAL_ONLY_HOST
         self.port = w.port if port is None else port
-        self.app = create_app(cfg, status, paths.db_path(data_dir), live, data_dir=data_dir)
+        self.app = create_app(cfg, status, paths.db_path(data_dir), live, data_dir=data_dir,
+                              config_path=config_path, analytics_hooks=analytics_hooks)
         self._server = None
         self._thread: threading.Thread | None = None
         self.error: str | None = None

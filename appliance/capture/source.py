@@ -164,7 +164,8 @@ class VideoSource:
                 if delay > 0 and self._wait(stop, delay):
                     break
                 next_due = max(next_due + period, self._clock() - period)
-            yield Frame(img, self.camera_id, seq, time.monotonic(), time.time())
+            yield Frame(img, self.camera_id, seq, time.monotonic(), time.time(),
+                        t_video=seq / self.fps if self.is_file and self.fps > 0 else None)
             seq += 1
 
     def _count_undecoded(self, cap: cv2.VideoCapture, decoded: int) -> None:

@@ -127,6 +127,10 @@ class LiveCapture(CaptureStage):
     def discarded(self) -> int:
         return self.supervisor.discarded
 
+    def use_detect_source(self, low: bool) -> bool:
+        """Capture from cameras[].detect_source (low) or the main source; False: none is set."""
+        return self.supervisor.use_detect_source(low)
+
     def run(self) -> None:
         try:
             self.supervisor.run(self._stop)

@@ -19,6 +19,13 @@ the camera stays failed until one returns.
 Frames carry the time they were read (monotonic and wall clock, taken together), never
 a time made up afterwards; `seq` keeps counting across reconnections, so it is unique
 per camera for the life of the process.
+
+A camera with a lower-resolution source (cameras[].detect_source, or detect_source_size
+for V4L2/CSI) can be told to use it (`use_detect_source`, by the adaptive control): the
+connection ends and the next one opens the other source, at once and with no state
+change (a planned reconnection, not a stall). Frames of the low source carry the scale to
+the main stream's pixels (Frame.scale), taken from the main stream's last frames, else
+from the configured width and height.
 """
 from __future__ import annotations
 
@@ -26,19 +33,21 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from appliance import metrics
-from appliance.capture.frame import Frame
+from appliance.capture.frame import MAIN, Frame
 from appliance.capture.readers import FFMPEG, CaptureSettings, Reader, SourceUnavailable, open_reader, rtsp_options
-from appliance.capture.source import SourceSpec, valid_image
+from appliance.capture.source import SourceSpec, parse_uri, valid_image
 from appliance.config import CameraConfig, redact_uri
 
 log = logging.getLogger(__name__)
 
 STATES = ("connecting", "streaming", "stalled", "failed")
 _FINISHED = "finished"  # a connection ended because we are done (max frames, hub closed)
+_SWITCH = "switch"  # a connection ended to open the other source (main <-> detect_source)
+SOURCES = ("main", "detect_source")  # index 0 and 1 of a supervisor's sources
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,9 @@ class SupervisorPolicy:
 
 
 class _Connection:
-    def __init__(self, gen: int, started: float):
+    def __init__(self, gen: int, started: float, source: int = 0):
         self.gen = gen
+        self.source = source  # 0: the main source, 1: the detect source
         self.cancel = threading.Event()
         self.lock = threading.Lock()  # makes "cancelled?" and "hand the frame on" one step
         self.started = started  # on the supervisor's clock
@@ -90,11 +100,18 @@ class CameraSupervisor:
                  on_state: Callable[[str, str, str], None] | None = None,
                  max_frames: int | None = None, rng: random.Random | None = None,
                  tick_s: float = 0.05, clock: Callable[[], float] = time.monotonic,
-                 wait: Callable[[threading.Event, float], bool] | None = None):
+                 wait: Callable[[threading.Event, float], bool] | None = None,
+                 low: tuple[Callable[[], Reader], str] | None = None,
+                 main_size: tuple[int, int] | None = None):
+        """low: (connect, description) of the detect source; main_size: the main stream's
+        (width, height) as configured, until its frames tell."""
         self.camera_id = camera_id
         self.description = description
+        self._sources = [(connect, description)] + ([low] if low is not None else [])
+        self._want = 0  # the source the next connection opens
+        self.main_size = main_size
+        self._warned_scale = False
         self.policy = policy
-        self._connect = connect
         self._deliver = deliver
         self._on_state = on_state
         self._max_frames = max_frames
@@ -135,6 +152,13 @@ class CameraSupervisor:
                 conn.abandon()
                 if reason is None:
                     break
+                if reason == _SWITCH:
+                    # The same device may be opened next (V4L2, CSI): let this one go first.
+                    if conn.thread is not None:
+                        conn.thread.join(timeout=self.policy.stall_timeout_s)
+                    log.info("camera %s: capture switches to %s (%s)", self.camera_id,
+                             SOURCES[self._want], self._sources[self._want][1])
+                    continue
                 if conn.frames:
                     failures = 0
                     self._set_state("stalled", reason)
@@ -152,10 +176,24 @@ class CameraSupervisor:
             if conn is not None and conn.thread is not None:
                 conn.thread.join(timeout=1.0)  # let it release its capture; a hung one keeps it
 
+    def use_detect_source(self, low: bool) -> bool:
+        """Open the detect source (low) or the main one from the next connection on, ending
+        the current one if it is the other. False when the camera has no detect source."""
+        if len(self._sources) < 2:
+            return False
+        self._want = 1 if low else 0
+        return True
+
+    @property
+    def capture(self) -> str:
+        """The source connections open now: "main" or "detect_source"."""
+        return SOURCES[self._want]
+
     def _start_connection(self) -> _Connection:
         self._gen += 1
         self.attempts += 1
-        conn = _Connection(self._gen, self._clock())
+        conn = _Connection(self._gen, self._clock(), self._want)
+        self.description = self._sources[conn.source][1]
         conn.thread = threading.Thread(target=self._read, args=(conn,),
                                        name=f"capture-{self.camera_id}", daemon=True)
         self._conns.append(conn)
@@ -166,6 +204,8 @@ class CameraSupervisor:
         """Return why the connection is over, or None when we are stopping or done."""
         p = self.policy
         while not stop.wait(self._tick_s):
+            if conn.source != self._want:
+                return _SWITCH
             if conn.frames and self.state != "streaming":
                 if self._streamed_before:
                     self.reconnects += 1
@@ -205,7 +245,7 @@ class CameraSupervisor:
 
     def _read(self, conn: _Connection) -> None:
         try:
-            reader = self._connect()
+            reader = self._sources[conn.source][0]()
         except SourceUnavailable as e:
             conn.ended = str(e)
             return
@@ -243,7 +283,8 @@ class CameraSupervisor:
                     return
                 with self._lock:
                     seq, self._seq = self._seq, self._seq + 1
-                frame = Frame(img, self.camera_id, seq, time.monotonic(), time.time())
+                frame = Frame(img, self.camera_id, seq, time.monotonic(), time.time(),
+                              self._scale(conn.source, img))
                 self.last_read_s = read_s
                 self.last_frame_wall = frame.t_capture_wall
                 conn.last_frame = self._clock()  # before frames counts it: the watchdog reads both
@@ -252,13 +293,28 @@ class CameraSupervisor:
                     conn.ended = _FINISHED
                     return
 
+    def _scale(self, source: int, img) -> tuple[float, float]:
+        h, w = img.shape[:2]
+        if source == 0:
+            self.main_size = (w, h)
+            return MAIN
+        if self.main_size is None:
+            if not self._warned_scale:
+                self._warned_scale = True
+                log.warning("camera %s: the main stream's size is not known yet (no frame from it, "
+                            "no width and height configured); boxes from the detect source are "
+                            "left in its own pixels", self.camera_id)
+            return MAIN
+        return (self.main_size[0] / w, self.main_size[1] / h)
+
     # -- reporting -------------------------------------------------------------------
 
     def health(self) -> dict:
         age = None if self.last_frame_wall is None else round(time.time() - self.last_frame_wall, 2)
         return {"state": self.state, "state_reason": self.reason, "state_since": self.since,
                 "source": self.description, "attempts": self.attempts,
-                "reconnects": self.reconnects, "last_frame_age_s": age}
+                "reconnects": self.reconnects, "last_frame_age_s": age,
+                **({"capture": self.capture} if len(self._sources) > 1 else {})}
 
 
 def supervise(cam: CameraConfig, spec: SourceSpec, deliver: Callable[[Frame, float], bool],
@@ -280,4 +336,20 @@ def supervise(cam: CameraConfig, spec: SourceSpec, deliver: Callable[[Frame, flo
         attempts.inc()
         return open_reader(cam.id, spec, settings)
 
-    return CameraSupervisor(cam.id, redact_uri(cam.source), connect, deliver, policy, on_state, max_frames)
+    low = None
+    if cam.has_detect_source:
+        # The detect source: another URI of the same kind (an RTSP sub-stream), and/or a
+        # smaller requested size (V4L2, CSI); FFmpeg options are the camera's own.
+        low_spec = spec if cam.detect_source is None else parse_uri(cam.detect_source)
+        size = cam.detect_source_size
+        low_settings = settings if size is None else replace(settings, width=size[0], height=size[1])
+
+        def connect_low() -> Reader:
+            attempts.inc()
+            return open_reader(cam.id, low_spec, low_settings)
+
+        what = redact_uri(cam.detect_source or cam.source) + (f" at {size[0]}x{size[1]}" if size else "")
+        low = (connect_low, what)
+    main_size = (cam.width, cam.height) if cam.width and cam.height else None
+    return CameraSupervisor(cam.id, redact_uri(cam.source), connect, deliver, policy, on_state, max_frames,
+                            low=low, main_size=main_size)

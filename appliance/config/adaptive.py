@@ -1,4 +1,4 @@
-"""`adaptive`: each camera's detection stride (appliance/control/adaptive.py)."""
+"""`adaptive`: each camera's detector input size and stride (appliance/control/adaptive.py)."""
 from __future__ import annotations
 
 from pydantic import model_validator
@@ -7,7 +7,16 @@ from appliance.config.base import Problems, Section, key
 
 
 class AdaptiveConfig(Section):
-    enabled: bool = key(True, doc="adapt the stride; `false` holds every camera at `min_stride`")
+    enabled: bool = key(True, doc="adapt the input size and stride; `false` holds every camera at the "
+                                  "model's full input size and `min_stride`")
+    input_sizes: bool = key(
+        True, doc="step the detector's input size down first (through the sizes its manifest declares, "
+                  "`input_sizes`, e.g. 640, 480, 320), then the stride; `false`: the stride alone")
+    min_input_size: int = key(
+        0, lo=0, hi=10000,
+        doc="smallest input size to step down to (`0`: the model's smallest); small objects, such as "
+            "distant people, are the first lost at small sizes, so a scene of them may want the stride "
+            "sooner (scripts/bench resolution)")
     target_fps: float = key(
         0.0, lo=0.0, hi=1000.0,
         doc="frames per second each camera should be handled at; `0`: the rate the camera delivers "

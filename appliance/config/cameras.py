@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 from urllib.parse import urlparse
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from appliance.config.analytics import CalibrationConfig, LineConfig, ZoneConfig, check_camera_analytics
 from appliance.config.base import FileCheck, OptionalText, Problems, Section, Text, key
 from appliance.config.secrets import redact_uri
 
@@ -98,6 +99,17 @@ class CameraConfig(Section):
     fourcc: OptionalText = key(
         None, doc="v4l2: pixel format to ask for, e.g. `MJPG` (most USB cameras deliver 1080p at full "
                   "rate only as MJPG); none: the driver's default")
+    detect_source: OptionalText = key(
+        None, doc="live: a lower-resolution stream of the same camera, e.g. an RTSP camera's sub-stream "
+                  "(same kind as `source`: `rtsp://` for an RTSP camera). When the detector cannot keep "
+                  "up, the adaptive control switches the capture to it before it shrinks the input size "
+                  "or skips frames, and back when there is headroom (`adaptive` events with "
+                  "`detail.capture`); boxes stay in the main stream's pixels. None: the main stream only")
+    detect_source_size: Optional[list[int]] = key(
+        None, type="[width, height]",
+        doc="v4l2, csi, jetson: the smaller size, `[width, height]`, to request from the camera when "
+            "the adaptive control lowers the capture resolution (as `detect_source` does for RTSP; "
+            "with both set, the size is requested from `detect_source`). None: the configured size only")
     target_fps: float = key(
         0.0, lo=0.0, hi=1000.0,
         doc="adaptive stride: frames per second this camera should be handled at; `0`: "
@@ -106,6 +118,33 @@ class CameraConfig(Section):
         1.0, lo=0.01, hi=600.0,
         doc="a frame older than this when the detector takes it is counted as late (`late` in status, "
             "`appliance_frames_late_total`)")
+    lines: list[LineConfig] = key(factory=list, shown="none",
+                                  doc="counting lines (docs/analytics.md): `name`, `points`, `anchor`, `classes`")
+    zones: list[ZoneConfig] = key(
+        factory=list, shown="none",
+        doc="zones (docs/analytics.md): `name`, `points`, `anchor`, `classes`, `loiter_s`, `max_speed_kmh`")
+    calibration: Optional[CalibrationConfig] = key(
+        None, doc="ground-plane calibration for speeds in km/h: four `image` points and their `world` "
+                  "positions in metres (docs/analytics.md); none: headings and pixel speeds only")
+
+    @model_validator(mode="after")
+    def _analytics(self) -> "CameraConfig":
+        p = Problems()
+        check_camera_analytics(self, p)
+        p.raise_any()
+        return self
+
+    @model_validator(mode="after")
+    def _detect_source(self) -> "CameraConfig":
+        p = Problems()
+        check_detect_source(self, p)
+        p.raise_any()
+        return self
+
+    @property
+    def has_detect_source(self) -> bool:
+        """The adaptive control may lower this camera's capture resolution."""
+        return self.detect_source is not None or self.detect_source_size is not None
 
     @field_validator("source")
     @classmethod
@@ -118,8 +157,45 @@ class CameraConfig(Section):
         return value
 
 
+SIZED_KINDS = ("v4l2", "csi", "jetson")  # sources that take a requested width and height
+
+
+def check_detect_source(cam: CameraConfig, p: Problems) -> None:
+    """detect_source: a live source of the camera's own kind; detect_source_size: two
+    sizes, for sources that take a requested size."""
+    try:
+        kind = classify_source(cam.source)[0]
+    except ValueError:
+        return  # reported on `source`
+    if cam.detect_source is not None:
+        try:
+            low = classify_source(cam.detect_source)[0]
+        except ValueError as e:
+            p.add("detect_source", f"{e}, got {redact_uri(cam.detect_source)!r}")
+        else:
+            if kind in ("file", "asset"):
+                p.add("detect_source", "only for live cameras (rtsp, v4l2, csi, gst, jetson), "
+                                       "not for a video file")
+            elif low != kind:
+                p.add("detect_source", f"must be the same kind of source as `source` ({kind}), "
+                                       f"got a {low} source {redact_uri(cam.detect_source)!r}")
+    size = cam.detect_source_size
+    if size is not None:
+        if kind not in SIZED_KINDS:
+            p.add("detect_source_size", f"only for v4l2, csi and jetson cameras (a {kind} source takes "
+                                        "no requested size; use detect_source for an RTSP sub-stream)")
+        elif len(size) != 2 or not all(16 <= v <= 16384 for v in size):
+            p.add("detect_source_size", f"expected [width, height], each 16..16384, got {size}")
+
+
 def default_cameras() -> list[CameraConfig]:
-    return [CameraConfig(id="demo", source="asset:vtest.avi")]
+    # vtest.avi: people walk along a pavement, left and right. The line stands across it
+    # (`in`: walking to the right); the zone is the open area where it meets the road.
+    return [CameraConfig(
+        id="demo", source="asset:vtest.avi",
+        lines=[LineConfig(name="walkway", points=[[0.45, 0.75], [0.45, 0.25]])],
+        zones=[ZoneConfig(name="junction", points=[[0.6, 0.3], [0.97, 0.3], [0.97, 0.75], [0.6, 0.62]],
+                          classes=["person"], loiter_s=10.0)])]
 
 
 def check_cameras(cameras: list[CameraConfig]) -> None:

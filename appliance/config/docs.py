@@ -60,7 +60,8 @@ same.
 SECTIONS: list[tuple[str, str, str, str]] = [
     ("device", "`device`", "", ""),
     ("cameras", "`cameras` (a list)", "", """\
-Default: one camera `demo` with source `asset:vtest.avi`.
+Default: one camera `demo` with source `asset:vtest.avi`, a counting line `walkway` across
+the pavement and a zone `junction` where it meets the road (docs/analytics.md).
 
 A file that cannot be opened stops the start with `camera <id>: ...`. A live camera never
 does: its supervisor connects in the background and reconnects after failures for as
@@ -186,6 +187,8 @@ def rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]
         key = f"{prefix}{name}"
         sub, is_list = _model_of(field.annotation)
         if sub is not None and not is_list:
+            if field.default is None:  # an optional mapping (cameras[].calibration): a row of its own
+                out.append((key, _hints(field).type or "mapping", "none", field.description or ""))
             out += rows(sub, key + ".")
             continue
         if sub is not None:  # a list of entries: one row for the list, then the entry's keys

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import ValidationInfo, field_validator, model_validator
 
 from appliance.config.adaptive import AdaptiveConfig
+from appliance.config.analytics import check_analytics_frames
 from appliance.config.base import FileCheck, Problems, Section, key
 from appliance.config.cameras import CameraConfig, check_camera_files, check_cameras, default_cameras
 from appliance.config.classify import ClassifyConfig, check_classifier
-from appliance.config.detect import DetectConfig, check_model
+from appliance.config.detect import DetectConfig, check_calibration, check_model
 from appliance.config.device import DeviceConfig
 from appliance.config.events import EventsConfig
 from appliance.config.log import LogConfig
@@ -24,7 +25,8 @@ class Config(Section):
     """The appliance's config file (docs/config.md). Every key is optional."""
 
     device: DeviceConfig = key(factory=DeviceConfig, doc="who this appliance is")
-    cameras: list[CameraConfig] = key(factory=default_cameras, shown="one camera `demo`, `asset:vtest.avi`",
+    cameras: list[CameraConfig] = key(factory=default_cameras,
+                                      shown="one camera `demo`, `asset:vtest.avi`, with a line and a zone",
                                       doc="the cameras, at least one")
     detect: DetectConfig = key(factory=DetectConfig, doc="the detector")
     track: TrackConfig = key(factory=TrackConfig, doc="the tracker (SORT)")
@@ -52,7 +54,9 @@ class Config(Section):
             return self
         p = Problems()
         check_camera_files(self.cameras, files, p)
+        check_analytics_frames(self.cameras, files, p)
         check_model(self.detect, files, p)
+        check_calibration(self.detect, [c.id for c in self.cameras], files, p)
         check_classifier(self.classify, files, p)
         check_uplink_files(self.uplink, files, p)
         p.raise_any()

@@ -21,3 +21,7 @@ class StoreConfig(Section):
     max_pending: int = key(100_000, lo=1000, hi=10_000_000,
                            doc="most events held in memory while writes fail; past it the oldest are "
                                "discarded and counted")
+    counts_retention_days: float = key(
+        90.0, lo=0.01, hi=3650.0,
+        doc="per-minute counts of line and zone events (the dashboard's counts chart, the MQTT `counts` "
+            "topic) older than this are deleted, hourly; independent of the events' own limits")

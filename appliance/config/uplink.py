@@ -44,6 +44,26 @@ class UplinkBacklogConfig(Section):
     check_interval_s: float = key(60.0, lo=0.1, doc="seconds between checks of the three limits")
 
 
+class UplinkHomeAssistantConfig(Section):
+    """Home Assistant MQTT discovery (docs/mqtt.md, "Home Assistant")."""
+
+    enabled: bool = key(
+        False, doc="publish Home Assistant discovery configs (retained): a sensor per line count (in, out) "
+                   "and zone occupancy, a binary sensor per camera, and their retained state topic "
+                   "`<topic_prefix>/<device.id>/analytics`. Off: nothing of this is published, and "
+                   "configs published before are removed")
+    discovery_prefix: Text = key("homeassistant", doc="Home Assistant's discovery prefix (its MQTT "
+                                                      "integration's setting)")
+    interval_s: float = key(5.0, lo=0.5, hi=3600.0,
+                            doc="seconds between looks at the live counts; the state is published when "
+                                "it changed")
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _mqtt_safe(cls, value: str) -> str:
+        return topic_part(value, levels=True)
+
+
 class UplinkConfig(Section):
     enabled: bool = key(False, doc="send events to an MQTT broker")
     host: Text = key("localhost", doc="broker host name or address")
@@ -72,6 +92,17 @@ class UplinkConfig(Section):
     drain_timeout_s: float = key(10.0, lo=0.0, hi=3600.0,
                                  doc="at shutdown, while connected, how long to keep sending the backlog")
     backlog: UplinkBacklogConfig = key(factory=UplinkBacklogConfig, doc="limits of the event backlog")
+    counts_interval_s: float = key(
+        60.0, lo=1.0, hi=86400.0,
+        doc="seconds between `counts` messages (per-minute line and zone counts, docs/mqtt.md); each "
+            "carries the finished minutes not yet acknowledged")
+    counts_delay_s: float = key(
+        10.0, lo=0.0, hi=3600.0,
+        doc="a minute is finished, and its counts are sent, this long after it ends (events reach "
+            "SQLite within `store.flush_interval_s`); a late event sends its minute again with the new "
+            "total")
+    homeassistant: UplinkHomeAssistantConfig = key(factory=UplinkHomeAssistantConfig,
+                                                   doc="Home Assistant MQTT discovery")
 
     @field_validator("topic_prefix")
     @classmethod

@@ -4,17 +4,21 @@ from __future__ import annotations
 import ast
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from appliance.detect import preprocess
 from appliance.detect.backends import Backend, open_backend
 from appliance.detect.decoders import Decode, ssd_decoder, yolo_decoder
-from appliance.detect.manifest import ModelManifest, load_manifest, show_path
+from appliance.detect.manifest import InputSpec, ModelManifest, input_spec_at, load_manifest, show_path
 from appliance.detect.types import Detections
 from appliance.errors import ApplianceError
+
+if TYPE_CHECKING:
+    from appliance.detect.engine_cache import EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +39,21 @@ def describe(det: Detections, labels: Sequence[str]) -> list[dict]:
     ]
 
 
+# Makes the backend and decoder of another input size (make_variant in load_detector).
+MakeVariant = Callable[[InputSpec], "tuple[Backend, Decode]"]
+
+
 class Detector:
-    """Runs one model on batches of BGR frames. One detect() at a time (it holds a lock)."""
+    """Runs one model on batches of BGR frames. One detect() at a time (it holds a lock).
+
+    A model whose manifest declares input_sizes runs at any of them (`sizes`, largest
+    first): detect(images, size=...) picks one; each size's backend (for ONNX Runtime a
+    session on the model converted for that size, appliance/detect/resize.py) is made on
+    first use by prepare(size) and kept."""
 
     def __init__(self, manifest: ModelManifest, backend: Backend, decode: Decode,
-                 labels: list[str], threshold: float, allowed: np.ndarray | None):
+                 labels: list[str], threshold: float, allowed: np.ndarray | None,
+                 make_variant: MakeVariant | None = None):
         self.manifest = manifest
         self.backend = backend
         self.labels = labels
@@ -48,26 +62,50 @@ class Detector:
         self.threshold = threshold
         self._decode = decode
         self._allowed = allowed  # class ids, or None for all
-        self._lock = threading.Lock()  # the buffer and most runtimes are not reentrant
-        self._buffer: np.ndarray | None = None
+        self._lock = threading.Lock()  # the buffers and most runtimes are not reentrant
+        native = manifest.input.width
+        self.sizes: tuple[int, ...] = (manifest.input_sizes or (native,)) if make_variant else (native,)
+        self._make_variant = make_variant
+        # size -> (input spec, backend, decoder); the manifest's own size is the one loaded
+        self._variants: dict[int, tuple[InputSpec, Backend, Decode]] = {native: (manifest.input, backend, decode)}
+        self._buffers: dict[int, np.ndarray] = {}
 
-    def _input(self, n: int) -> np.ndarray:
-        size = self.backend.max_batch if self.backend.fixed_batch else n
-        if self._buffer is None or len(self._buffer) != size:
-            self._buffer = preprocess.new_buffer(self.manifest.input, size)  # type: ignore[arg-type]
-        return self._buffer
+    def prepare(self, size: int | None = None) -> None:
+        """Make the backend for an input size now (not in a timed detect()); a no-op once made."""
+        size = self.manifest.input.width if size is None else size
+        if size in self._variants:
+            return
+        if size not in self.sizes or self._make_variant is None:
+            raise ApplianceError(f"detector {self.name}: input size {size} not one of {list(self.sizes)}")
+        spec = input_spec_at(self.manifest.input, size)
+        with self._lock:
+            if size not in self._variants:
+                backend, decode = self._make_variant(spec)
+                self._variants[size] = (spec, backend, decode)
+                log.info("detector %s: input size %dx%d ready", self.name, spec.width, spec.height)
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detections per image (BGR uint8 HxWx3, any sizes), boxes in that image's pixels."""
+    def _input(self, size: int, spec: InputSpec, backend: Backend, n: int) -> np.ndarray:
+        batch = backend.max_batch if backend.fixed_batch else n
+        buf = self._buffers.get(size)
+        if buf is None or len(buf) != batch:
+            buf = self._buffers[size] = preprocess.new_buffer(spec, batch)  # type: ignore[arg-type]
+        return buf
+
+    def detect(self, images: Sequence[np.ndarray], size: int | None = None) -> list[Detections]:
+        """Detections per image (BGR uint8 HxWx3, any sizes), boxes in that image's pixels;
+        `size`: the input width to run at (one of `sizes`; None: the manifest's own)."""
+        size = self.manifest.input.width if size is None else size
+        self.prepare(size)
+        spec, backend, decode = self._variants[size]
         images = list(images)
         results: list[Detections] = []
-        step = self.backend.max_batch or max(1, len(images))
+        step = backend.max_batch or max(1, len(images))
         with self._lock:
             for start in range(0, len(images), step):
                 chunk = images[start:start + step]
-                x = self._input(len(chunk))
-                transforms = preprocess.fill(chunk, self.manifest.input, x)
-                decoded = self._decode(self.backend.run(x), self.threshold)
+                x = self._input(size, spec, backend, len(chunk))
+                transforms = preprocess.fill(chunk, spec, x)
+                decoded = decode(backend.run(x), self.threshold)
                 for (xyxy, score, cls), t in zip(decoded, transforms):
                     results.append(self._finish(xyxy, score, cls, t))
         return results
@@ -156,8 +194,11 @@ def make_decoder(manifest: ModelManifest, backend: Backend, labels: list[str]) -
 
 def load_detector(model: str, assets_dir: Path, backend: str = "auto", threshold: float = 0.5,
                   classes: Sequence[str] | None = None, threads: int | str = "auto",
-                  cache_dir: Path | None = None) -> Detector:
+                  cache_dir: Path | None = None, engine: "EngineOptions | None" = None) -> Detector:
     """A ready detector for a model name (models/<name>/model.yaml) or manifest path.
+
+    engine: TensorRT's options (detect.precision, ...; engine_cache.options_from_config);
+    None: the defaults, engines kept in <cache_dir or the data dir>/engines.
 
     threads: inference threads, or "auto": measured on this machine, the result kept in
     cache_dir/detect-threads.json when cache_dir is given (appliance/detect/threads.py).
@@ -175,7 +216,11 @@ def load_detector(model: str, assets_dir: Path, backend: str = "auto", threshold
         from appliance.detect.threads import auto_threads
 
         threads = auto_threads(manifest, backend, cache_dir)
-    be = open_backend(manifest, backend, threads)
+    if engine is None:
+        from appliance.detect.engine_cache import default_options
+
+        engine = default_options(cache_dir)
+    be = open_backend(manifest, backend, threads, engine=engine)
     labels = list(manifest.labels) if manifest.labels is not None else _metadata_labels(be)
     if not labels:
         raise ApplianceError(
@@ -184,7 +229,48 @@ def load_detector(model: str, assets_dir: Path, backend: str = "auto", threshold
         )
     allowed = _allowed_ids(classes, labels, manifest.name)
     decode = make_decoder(manifest, be, labels)
+    make_variant = _variant_maker(manifest, be, int(threads), labels, cache_dir or Path(assets_dir), engine)
     log.info("detector %s %s: %s on %s, threshold %.2f%s", manifest.name, manifest.version,
              be.name, be.device, threshold,
              f", classes {', '.join(classes)}" if classes else "")
-    return Detector(manifest, be, decode, labels, float(threshold), allowed)
+    return Detector(manifest, be, decode, labels, float(threshold), allowed, make_variant)
+
+
+def _variant_maker(manifest: ModelManifest, be: Backend, threads: int, labels: list[str], cache_dir: Path,
+                   engine: "EngineOptions | None") -> MakeVariant | None:
+    """How to run the model at its other input_sizes, or None if it declares none.
+
+    A backend with its own way (`at_size(spec)`) is asked. An ONNX model runs each size on
+    the backend that runs its own size (a TensorRT engine is built per size from the file):
+    with dynamic height and width, the same file; a static export, the file converted for
+    that size (appliance/detect/resize.py), here at load so a graph the converter does not
+    know fails the start, not a later step down."""
+    if len(manifest.input_sizes) < 2:
+        return None
+    at_size = getattr(be, "at_size", None)
+    if at_size is not None:
+        return lambda spec: _with_decoder(replace(manifest, input=spec), at_size(spec), labels)
+    if manifest.format != "onnx":
+        log.warning("%s: input_sizes: backend %s cannot change the input size of a %s model; "
+                    "the adaptive control steps the stride alone", show_path(manifest.path), be.name,
+                    manifest.format)
+        return None
+    files = {s: manifest.file for s in manifest.input_sizes}
+    if -1 not in be.input_shape[2:]:  # a static export
+        from appliance.detect.resize import resized_file
+
+        for size in manifest.input_sizes:
+            if size != manifest.input.width:
+                spec = input_spec_at(manifest.input, size)
+                files[size] = resized_file(manifest.file, spec.width, spec.height, cache_dir / "resized")
+    engine = engine if be.name == "tensorrt" else None
+
+    def make(spec: InputSpec) -> tuple[Backend, Decode]:
+        m = replace(manifest, input=spec, file=files[spec.width])
+        return _with_decoder(m, open_backend(m, be.name, threads, engine=engine), labels)
+
+    return make
+
+
+def _with_decoder(m: ModelManifest, be: Backend, labels: list[str]) -> tuple[Backend, Decode]:
+    return be, make_decoder(m, be, labels)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, TypeVar, Union, get_args
 
@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 from appliance.errors import ApplianceError
 from appliance.paths import MODELS_DIR
 
-Format = Literal["tflite", "onnx", "engine"]  # engine: TensorRT, backend not implemented yet
+Format = Literal["tflite", "onnx", "engine"]  # engine: a TensorRT engine (docs/tensorrt.md)
 Decoder = Literal["ssd", "yolo"]
 Resize = Literal["stretch", "letterbox"]
 Color = Literal["rgb", "bgr"]
@@ -60,6 +60,17 @@ class ModelManifest:
     output_layout: str = "auto"  # yolo: which raw head layout; auto guesses from shape + labels
     output_boxes: str = "pixels"  # yolo: boxes in input pixels, or normalised 0..1
     nms_iou: float = 0.45  # yolo: class-aware NMS IoU threshold
+    # Input widths the model may run at, largest first (the adaptive controller's size rungs);
+    # () means only input.width. Heights keep the input's aspect (input_spec_at).
+    input_sizes: tuple[int, ...] = ()
+    # format engine: the ONNX file the engine was built from, so that a device whose GPU or
+    # TensorRT differs rebuilds it (engine_build.py); None: the engine is all there is.
+    onnx_file: Path | None = None
+
+
+def input_spec_at(spec: InputSpec, width: int) -> InputSpec:
+    """The input spec at another width (from a manifest's input_sizes), same aspect."""
+    return replace(spec, width=width, height=width * spec.height // spec.width)
 
 
 # -- the file's schema ------------------------------------------------------------------
@@ -143,6 +154,20 @@ class ManifestFile(ModelFileKeys):
     output_layout: OutputLayout = "auto"
     output_boxes: OutputBoxes = "pixels"
     nms_iou: float = Field(0.45, gt=0.0, le=1.0)
+    onnx_file: Optional[str] = Field(None, description="format engine: the ONNX file it was built from")
+    input_sizes: Optional[list[int]] = Field(
+        None, description="input widths the model may run at (one of them input.width); heights keep "
+                          "the input's aspect; the adaptive controller steps down through them")
+
+    @field_validator("input_sizes", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, list) or not value or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+                or len(set(value)) != len(value)):
+            raise PydanticCustomError("input_sizes", "must be a list of different positive integers, got {got}",
+                                      {"got": repr(value)})
+        return value
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -163,9 +188,21 @@ class ManifestFile(ModelFileKeys):
             problems += [f"{k}: only applies to decoder yolo" for k in _YOLO_ONLY if k in self.model_fields_set]
         if self.edgetpu_file is not None and self.format != "tflite":
             problems.append("edgetpu_file: only applies to format tflite")
+        if self.onnx_file is not None and self.format != "engine":
+            problems.append("onnx_file: only applies to format engine (an onnx model's file is its ONNX file)")
         if self.labels is None and self.format != "onnx":
             problems.append(f"labels: required for format {self.format} (a file or a list); "
                             "only onnx models may take them from their metadata")
+        if self.input_sizes is not None:
+            i = self.input
+            if i.width not in self.input_sizes:
+                problems.append(f"input_sizes: must include input.width ({i.width}), got {self.input_sizes}")
+            odd = [s for s in self.input_sizes if s * i.height % i.width]
+            if odd:
+                problems.append(f"input_sizes: {odd} give no whole height at the input's aspect "
+                                f"{i.width}x{i.height}")
+            if self.format == "tflite":
+                problems.append("input_sizes: only applies to format onnx or engine")
         if problems:
             raise PydanticCustomError("manifest_rules", "{detail}",
                                       {"detail": "; ".join(problems), "errors": tuple(problems)})
@@ -351,11 +388,15 @@ def load_manifest(name_or_path: str | os.PathLike, assets_dir: Path) -> ModelMan
         else:
             edgetpu_path = (assets_dir / m.edgetpu_file).resolve()
     i = m.input
+    onnx_path = None
+    if m.onnx_file is not None:
+        onnx_path = resolve_file(where, "onnx_file", m.onnx_file, manifest_dir, assets_dir)
     return ModelManifest(
         name=m.name,
         version=m.version,
         path=path,
-        file=resolve_file(where, "file", m.file, manifest_dir, assets_dir),
+        file=_engine_file(m.file, manifest_dir, assets_dir) if onnx_path is not None
+        else resolve_file(where, "file", m.file, manifest_dir, assets_dir),
         format=m.format,
         input=InputSpec(width=i.width, height=i.height, resize=i.resize, color=i.color,
                         layout=i.layout, dtype=i.dtype),
@@ -367,4 +408,14 @@ def load_manifest(name_or_path: str | os.PathLike, assets_dir: Path) -> ModelMan
         output_layout=m.output_layout,
         output_boxes=m.output_boxes,
         nms_iou=float(m.nms_iou),
+        input_sizes=tuple(sorted(m.input_sizes, reverse=True)) if m.input_sizes else (),
+        onnx_file=onnx_path,
     )
+
+
+def _engine_file(value: str, manifest_dir: Path, assets_dir: Path) -> Path:
+    """A format engine model's engine: with an onnx_file it may be missing (it is built
+    from the ONNX file then), so it resolves to where it would be."""
+    p = Path(value).expanduser()
+    candidates = [p] if p.is_absolute() else [manifest_dir / p, assets_dir / p]
+    return next((c for c in candidates if c.is_file()), candidates[0]).resolve()

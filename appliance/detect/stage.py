@@ -12,19 +12,27 @@ costs only itself. Each camera's detection counters live here, one cause each:
 
 Results go on to the track stage as FrameResults, in each camera's order; a camera's
 end-of-stream mark follows its last frame, and END follows the last camera's.
+
+A frame from a camera's lower-resolution detect source (cameras[].detect_source) is
+detected as it is, then its boxes are scaled to the main stream's pixels and its image
+is enlarged to the main stream's size (`to_main_stream`), so that everything after this
+stage (tracks, events, lines and zones, snapshots, the live view) sees one coordinate
+system and one frame size whichever stream the camera runs on.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
+import cv2
 import numpy as np
 
 from appliance import metrics
-from appliance.capture.frame import Frame
+from appliance.capture.frame import MAIN, Frame
 from appliance.capture.hub import EndOfStream, FrameHub
 from appliance.control.adaptive import AdaptiveControl
 from appliance.detect.types import Detections
@@ -63,8 +71,26 @@ class DetectStage(Stage):
         self.cameras = {cam: CameraDetection(s) for cam, s in late_after_s.items()}
         self._dropped = dropped  # a camera's drops so far (its capture stage counts them)
         self._clock = clock  # frames' capture times are on this clock too; injectable in tests
+        # swap(): a detector waiting to take over at the next batch (appliance/modelstore/swap.py).
+        self._next_detector = None
+        self._swap_lock = threading.Lock()
+        # Called on the detect thread with every FrameResult before it goes on (model watch,
+        # drift): must be quick; a fault there is logged, never costs the frame.
+        self.observers: list[Callable[[FrameResult], None]] = []
         for cam in self.cameras:
             metrics.FRAMES_DETECT_FAILED.labels(cam)
+
+    def swap(self, detector) -> None:
+        """Run `detector` from the next batch on (between frames; thread-safe). The frame
+        being detected now finishes on the old one, and no frame is left out."""
+        with self._swap_lock:
+            self._next_detector = detector
+
+    def _current(self):
+        with self._swap_lock:
+            if self._next_detector is not None:
+                self.detector, self._next_detector = self._next_detector, None
+            return self.detector
 
     def run(self) -> None:
         remaining = set(self.cameras)
@@ -83,42 +109,64 @@ class DetectStage(Stage):
                 batch.append(item)
             else:
                 self.cameras[item.camera_id].skipped += 1
-        if batch:
-            self._detect(batch)
+        groups: dict[int | None, list[Frame]] = {}  # by the input size each camera is detected at
+        for f in batch:
+            groups.setdefault(self.adaptive.size(f.camera_id), []).append(f)
+        for size, frames in groups.items():
+            self._detect(frames, size)
         self.adaptive.update({cam: self._dropped(cam) for cam in self.cameras})
         return ended
 
     def finish(self) -> None:
         self.out.put(END)
 
-    def _detect(self, frames: list[Frame]) -> None:
+    def _detect(self, frames: list[Frame], size: int | None = None) -> None:
         now = self._clock()
         for f in frames:
             cam = self.cameras[f.camera_id]
             if now - f.t_capture_monotonic > cam.late_after_s:
                 cam.late += 1
                 metrics.FRAMES_LATE.labels(f.camera_id).inc()
+        det = self._current()
+        sizes = getattr(det, "sizes", None)  # None: a test's stand-in detector
+        if sizes is not None:
+            self.adaptive.set_sizes(sizes)  # a no-op unless a swap brought other sizes
+        if size is not None and sizes is not None and size in sizes and len(sizes) > 1:
+            try:
+                det.prepare(size)  # a size's first use makes its session: not timed as inference
+                det = _AtSize(det, size)
+            except Exception as e:
+                log.warning("detect: input size %d unavailable, frames run at full size: %s", size, e)
+        name = getattr(det, "name", None)  # None: a test's stand-in detector
+        model = None if name is None else {"name": name, "version": det.version}
         t0 = self._clock()
         try:
-            results = self.detector.detect([f.image for f in frames])
+            results = det.detect([f.image for f in frames])
             each = (self._clock() - t0) / len(frames)
             done = [(f, d, each) for f, d in zip(frames, results)]
         except Exception:  # one bad frame must not cost the others: one at a time
-            done = [r for r in map(self._detect_one, frames) if r is not None]
+            done = [r for r in (self._detect_one(f, det) for f in frames) if r is not None]
         self.stats.items += len(frames)
         self.stats.busy_s += self._clock() - t0
         for f, dets, secs in done:
+            f, dets = to_main_stream(f, dets)
             cam = self.cameras[f.camera_id]
             cam.detected += 1
             cam.infer_s.append(secs)
             metrics.INFERENCE_SECONDS.labels(f.camera_id).observe(secs)
             self.adaptive.record_inference(f.camera_id, secs)
-            self.out.put(FrameResult(f, dets, secs))
+            result = FrameResult(f, dets, secs, model=model)
+            for observe in self.observers:
+                try:
+                    observe(result)
+                except Exception:
+                    log.exception("detect: observer %r failed", observe)
+            self.out.put(result)
 
-    def _detect_one(self, f: Frame) -> tuple[Frame, Detections, float] | None:
+    def _detect_one(self, f: Frame, det) -> tuple[Frame, Detections, float] | None:
         t0 = self._clock()
         try:
-            dets = self.detector.detect([f.image])[0]
+            dets = det.detect([f.image])[0]
         except Exception as e:
             log.warning("camera %s: frame %d skipped, detector failed: %s", f.camera_id, f.seq, e)
             self.stats.errors += 1
@@ -126,3 +174,27 @@ class DetectStage(Stage):
             metrics.FRAMES_DETECT_FAILED.labels(f.camera_id).inc()
             return None
         return f, dets, self._clock() - t0
+
+
+def to_main_stream(frame: Frame, dets: Detections) -> tuple[Frame, Detections]:
+    """A detect-source frame and its detections in the main stream's pixels: the boxes
+    scaled by frame.scale, the image enlarged to match (the processors after detection
+    crop and measure in the image's own pixels). A main-stream frame is returned as is."""
+    if frame.scale == MAIN:
+        return frame, dets
+    sx, sy = frame.scale
+    h, w = frame.image.shape[:2]
+    image = cv2.resize(frame.image, (round(w * sx), round(h * sy)), interpolation=cv2.INTER_LINEAR)
+    xyxy = (dets.xyxy * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+    return replace(frame, image=image, scale=MAIN), replace(dets, xyxy=xyxy)
+
+
+class _AtSize:
+    """A detector bound to one input size, for the code that calls detect(images)."""
+
+    def __init__(self, det, size: int):
+        self._det, self._size = det, size
+        self.name, self.version = det.name, det.version
+
+    def detect(self, images):
+        return self._det.detect(images, size=self._size)

@@ -318,6 +318,11 @@ def auto_threads(manifest: ModelManifest, backend: str = "auto", cache_dir: Path
     without measuring (for a one-off `appliance detect`).
     fps_of, cores: the timing function and core count, for tests.
     """
+    from appliance.detect.backends import choose as choose_backend
+
+    if choose_backend(manifest.format, backend)[0] == "tensorrt":
+        log.info("detect.threads auto: 1 (TensorRT runs the model on the GPU; the CPU only feeds it)")
+        return 1
     cores = usable_cores() if cores is None else cores
     key = cache_key(manifest, backend, cores)
     path = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None

@@ -39,6 +39,7 @@ class Event:
     # Optional, absent from the JSON when None (schema 1 consumers still validate):
     classification: dict | None = None  # the track's decided type (appliance/classify/)
     snapshot: str | None = None  # end: file name of the track's best crop (snapshots policy)
+    model: dict | None = None  # the detector that saw the track last: {"name", "version"}
 
     def __post_init__(self) -> None:
         if self.type not in TRACK_TYPES:
@@ -46,7 +47,7 @@ class Event:
 
     def to_json(self) -> str:
         d = asdict(self)
-        for optional in ("classification", "snapshot"):
+        for optional in ("classification", "snapshot", "model"):
             if d[optional] is None:
                 del d[optional]
         return json.dumps(d, separators=(",", ":"))
@@ -60,6 +61,7 @@ class _Known:
     last_ts: float
     last_frame: int
     classification: dict | None = None  # once the classifier decided
+    model: dict | None = None  # the detector of the track's last frame
 
 
 @dataclass
@@ -82,7 +84,7 @@ class Lifecycle:
             id="", seq=0, type=kind, device=self.device_id, camera=self.camera_id, track_id=t.id,
             label=label_name(self.labels, int(t.class_id)), score=round(float(t.score), 4),
             box=[round(float(v), 1) for v in t.xyxy], ts=ts, first_seen=k.first_seen,
-            frame_seq=frame_seq, classification=k.classification, snapshot=snapshot,
+            frame_seq=frame_seq, classification=k.classification, snapshot=snapshot, model=k.model,
         )
 
     def process(self, r: FrameResult) -> None:
@@ -94,10 +96,11 @@ class Lifecycle:
             attrs = r.attributes.get(t.id, {})
             k = self._known.get(t.id)
             if k is None:
-                k = self._known[t.id] = _Known(ts, ts, t, ts, seq, attrs.get("classification"))
+                k = self._known[t.id] = _Known(ts, ts, t, ts, seq, attrs.get("classification"), r.model)
                 r.events.append(self._event("new", t, k, ts, seq))
                 continue
             k.last, k.last_ts, k.last_frame = t, ts, seq
+            k.model = r.model or k.model
             k.classification = attrs.get("classification", k.classification)
             if ts - k.last_emitted >= self.update_interval_s:
                 k.last_emitted = ts

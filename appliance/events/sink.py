@@ -53,7 +53,7 @@ class EventSink:
 
     def state(self, kind: str, camera: str, state: str, previous: str, reason: str,
               detail: dict | None = None) -> None:
-        """A state change (camera, adaptive, power) into the stream."""
+        """A state change (camera, adaptive, power, model, drift) into the stream."""
         self.emit([StateEvent("", 0, kind, self.device_id, camera, state, previous, reason,
                               time.time(), detail or {})])
 

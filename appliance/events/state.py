@@ -1,4 +1,5 @@
-"""State-change events: a camera's connection, a camera's detection stride, the power mode.
+"""State-change events: a camera's connection, a camera's detection stride, the power mode,
+the running detector model version (`model`), a camera's detections drifting (`drift`).
 
 They travel with the track events (same table, same id scheme, same JSON-once rule), so
 whoever reads the event stream also sees why a camera went quiet or the device slowed

@@ -79,7 +79,23 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX snapshot_outbox_pending ON snapshot_outbox(seq) WHERE done_at IS NULL")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """Per-minute counts of line and zone events (appliance/store/rollups.py), written in the
+    writer's transaction with their events; `rev` / `sent_rev` are the uplink's per-row
+    cursor for the counts topic (appliance/uplink/counts.py), and the partial index holds
+    the rows it still has to send. `uplink_retained`: the retained topics the uplink
+    published (Home Assistant discovery), so it can clear those no longer wanted, across
+    restarts."""
+    db.execute("CREATE TABLE counts (id INTEGER PRIMARY KEY, minute REAL NOT NULL, camera TEXT NOT NULL, "
+               "kind TEXT NOT NULL, name TEXT NOT NULL, direction TEXT NOT NULL, label TEXT NOT NULL, "
+               "type TEXT NOT NULL DEFAULT '', count INTEGER NOT NULL, dwell_sum_s REAL NOT NULL DEFAULT 0, "
+               "rev INTEGER NOT NULL DEFAULT 1, sent_rev INTEGER, "
+               "UNIQUE (minute, camera, kind, name, direction, label, type))")
+    db.execute("CREATE INDEX counts_unsent ON counts(minute, id) WHERE sent_rev IS NULL OR sent_rev < rev")
+    db.execute("CREATE TABLE uplink_retained (topic TEXT PRIMARY KEY, ts REAL NOT NULL)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

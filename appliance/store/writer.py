@@ -1,7 +1,9 @@
 """The one thread that writes events to SQLite, in batched transactions.
 
 Events are queued by the pipeline (`put`, which never blocks) and written at most
-`batch_size` per transaction, at least every `flush_interval_s`. When a write fails
+`batch_size` per transaction, at least every `flush_interval_s`. Line and zone events are
+counted per minute (store/rollups.py) in the same transaction, and counts past
+`counts_retention_s` are pruned from this thread, hourly. When a write fails
 (disk full, I/O error) the batch is kept and retried with a doubling delay, capped at
 `retry_max_s`; the log gets one line when writes start failing and one when they work
 again, not one per retry. While writes fail, at most `max_pending` events are held in
@@ -35,6 +37,7 @@ from typing import Any
 from appliance import metrics
 from appliance.errors import ApplianceError
 from appliance.events.lifecycle import Event
+from appliance.store import rollups
 from appliance.store.db import open_db
 from appliance.store.disk import DiskGuard
 
@@ -45,6 +48,8 @@ RETRY_MAX_S = 5.0
 CLOSE_TIMEOUT_S = 10.0
 CLOSE_GRACE_S = 1.0  # after timeout_s: time for a statement interrupted at the deadline to end
 MAX_PENDING = 100_000
+COUNTS_RETENTION_S = 90 * 86400.0  # store.counts_retention_days' default
+COUNTS_PRUNE_INTERVAL_S = 3600.0  # how often minutes past their retention are deleted
 LATENCY_WINDOW = 2048  # recent capture-to-commit latencies kept for latency_quantiles()
 
 
@@ -68,10 +73,13 @@ class EventWriter:
     def __init__(self, db_path: Path, batch_size: int = 200, flush_interval_s: float = 0.5, *,
                  guard: DiskGuard | None = None, max_pending: int = MAX_PENDING,
                  retry_min_s: float = RETRY_MIN_S, retry_max_s: float = RETRY_MAX_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 counts_retention_s: float = COUNTS_RETENTION_S, wall_clock: Callable[[], float] = time.time):
         """guard: the low-disk guard; by default one that only watches (reserve 0: it
         reports the disk state and deletes nothing). clock: time.monotonic, or a stand-in
-        for the capture-to-commit latencies (captured_at is on the same clock)."""
+        for the capture-to-commit latencies (captured_at is on the same clock).
+        counts_retention_s: per-minute counts (store/rollups.py) older than this are deleted,
+        at start and hourly; wall_clock tells their age."""
         self.db_path = Path(db_path)
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -79,6 +87,8 @@ class EventWriter:
         self.max_pending = max_pending
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
         self._clock = clock
+        self.counts_retention_s, self._wall_clock = counts_retention_s, wall_clock
+        self._next_counts_prune = 0.0  # monotonic
         # Counts. accepted = stored + pending + unwritten, always.
         self.accepted = 0  # events handed to put()
         self.stored = 0  # committed
@@ -240,6 +250,7 @@ class EventWriter:
                 db = self._open()
             if db is not None:
                 self._guard_check(db.conn)
+                self._prune_counts(db.conn)
                 if batch and self._write(db, batch):
                     batch = []
                     continue
@@ -269,6 +280,19 @@ class EventWriter:
             except sqlite3.Error as e:  # the guard is best effort; writing comes first
                 log.warning("store: disk check failed: %s", e)
 
+    def _prune_counts(self, conn: sqlite3.Connection) -> None:
+        if time.monotonic() < self._next_counts_prune:
+            return
+        self._next_counts_prune = time.monotonic() + COUNTS_PRUNE_INTERVAL_S
+        try:
+            n = rollups.prune(conn, self._wall_clock() - self.counts_retention_s)
+        except sqlite3.Error as e:  # best effort, like the guard: try again next time
+            log.warning("store: pruning old counts failed: %s", e)
+            return
+        if n:
+            log.info("store: deleted %d per-minute counts older than %.4g days", n,
+                     self.counts_retention_s / 86400)
+
     def _backoff(self) -> None:
         delay = min(self.retry_max_s, self.retry_min_s * 2 ** max(0, self.failures - 1))
         if self._closing:
@@ -282,7 +306,11 @@ class EventWriter:
         rows = self._rows(batch)
         try:
             with db.conn:
+                # One transaction for the events and their counts: without this BEGIN,
+                # sqlite-utils' insert_all would commit the events on its own.
+                db.conn.execute("BEGIN IMMEDIATE")
                 db["events"].insert_all(rows, batch_size=len(rows))
+                rollups.add(db.conn, rows)  # an event and its count, or neither
                 if self._closed:  # close() gave up and counted these unwritten: keep it so
                     raise _GaveUp
         except _GaveUp:

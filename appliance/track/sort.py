@@ -1,26 +1,45 @@
-"""SORT: Simple Online and Realtime Tracking (Bewley et al., ICIP 2016).
+"""The multi-object tracker: SORT, with lifetimes in seconds and the ideas that keep ids.
 
-Written from the paper: each target is a constant-velocity Kalman filter on
-[cx, cy, s, r, vcx, vcy, vs] (s = area, r = aspect ratio, held constant);
-detections are assigned to the predicted boxes by IoU with the Hungarian
-algorithm; unmatched detections start tracks and tracks unmatched for more than
-``max_age`` frames are deleted.
+Written from the papers, not from their code:
+
+- SORT (Bewley et al., ICIP 2016): a Kalman filter per target (kalman.py), detections
+  assigned to the predicted boxes by IoU with the Hungarian algorithm.
+- Time, not frames: each update takes the frame's time, the filter predicts over the
+  real interval (the live pipeline's detection stride varies), and a lost track is kept
+  for ``max_age_s`` seconds, so a config behaves the same at 10 and at 30 fps.
+- ByteTrack (Zhang et al., ECCV 2022): detections from ``low_threshold`` up are seen,
+  but only those from ``high_threshold`` up start tracks. High-score detections are
+  assigned first; tracks left over that were seen at the last update then take
+  low-score ones (an occluded or blurred person).
+
+(Tried and left out, as they cut IDF1 on TUD: recovering lost tracks by the box they
+were last seen with (OC-SORT's observation-centric recovery), or by a looser grown-box
+gate; matching recently seen tracks before lost ones, as DeepSORT's cascade does; a
+stricter IoU for low-score matches. OC-SORT's re-update along a virtual path made no
+difference with this filter's small velocity noise, so it is left out too.)
+
+A lost track keeps its id: when it is matched again within ``max_age_s`` it is reported
+again under that id. Only confirmed tracks (``min_hits`` detections in a row) are
+reported, so only they make events.
 
 One ``Sort`` instance per camera. It is not thread-safe; what it returns is.
 """
 from __future__ import annotations
 
-import copy
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
-from scipy.optimize import linear_sum_assignment
+
+from appliance.track import kalman
+from appliance.track.association import assign, iou_matrix
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Sort", "Track", "TrackerOutput", "iou_matrix"]
+
+_EPS_S = 1e-6  # float slack when comparing times: 30 frames of 1/30 s is 1 s
 
 
 @dataclass(eq=False)  # compared by identity: == on the xyxy array would be ambiguous
@@ -29,106 +48,30 @@ class Track:
 
     id: int  # stable, 1-based per tracker
     xyxy: np.ndarray  # (4,) float current box estimate x1, y1, x2, y2
-    score: float  # score of the last matched detection
+    score: float  # score of the last matched high-score detection (see Sort)
     class_id: int  # most frequent class among matched detections
     hits: int  # total matched detections (the one that started the track included)
-    hit_streak: int  # consecutive frames matched, up to this one
-    age: int  # frames since birth
-    time_since_update: int  # frames since the last match (0: matched this frame)
+    hit_streak: int  # consecutive updates matched, up to this one
+    age: int  # updates since birth
+    time_since_update: int  # updates since the last match (0: matched this update)
     confirmed: bool  # has ever reached min_hits consecutive hits (sticky); see Sort
+    lost_s: float = 0.0  # seconds since the last match (0.0: matched this update)
 
 
 @dataclass
 class TrackerOutput:
-    tracks: list[Track]  # matched this frame and confirmed (or in warm-up, if enabled)
+    tracks: list[Track]  # matched this update and confirmed (or in warm-up, if enabled)
     ended: list[Track]  # confirmed tracks deleted in this update
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4), xyxy -> (N, M)."""
-    ax1, ay1, ax2, ay2 = (a[:, i : i + 1] for i in range(4))  # columns (N, 1)
-    bx1, by1, bx2, by2 = b.T  # rows (M,)
-    w = np.minimum(ax2, bx2) - np.maximum(ax1, bx1)
-    h = np.minimum(ay2, by2) - np.maximum(ay1, by1)
-    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    # A degenerate pair (no area, nan) scores 0 rather than nan or a warning.
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
-
-
-def _xyxy_to_z(xyxy: np.ndarray) -> np.ndarray:
-    """(N, 4) boxes -> (4, N) measurements [cx, cy, s, r], one column per box."""
-    x1, y1, x2, y2 = xyxy.T
-    w = x2 - x1
-    h = y2 - y1
-    z = np.empty((4, len(xyxy)))
-    z[0] = x1 + 0.5 * w
-    z[1] = y1 + 0.5 * h
-    z[2] = w * h
-    z[3] = w / h
-    return z
-
-
-def _states_to_xyxy(x: np.ndarray) -> np.ndarray:
-    """(7, N) states -> (N, 4) boxes; a non-positive area or aspect gives nan."""
-    cx, cy, s, r = x[0], x[1], x[2], x[3]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half_w = 0.5 * np.sqrt(s * r)
-        half_h = 0.25 * s / half_w
-    half_h[(s <= 0.0) | (r <= 0.0)] = np.nan  # both negative would give a finite w
-    out = np.empty((len(cx), 4))
-    out[:, 0] = cx - half_w
-    out[:, 1] = cy - half_h
-    out[:, 2] = cx + half_w
-    out[:, 3] = cy + half_h
-    return out
-
-
-# Model. The paper gives the motion model but not the noise; these are our own
-# choices, in pixels (centre), pixels^2 (area) and 1 (aspect ratio), checked on
-# TUD-Campus and TUD-Stadtmitte (tests/integration/test_mot_metrics.py): MOTA is
-# flat (70.1-70.5%) for velocity noise from 3e-4 to 3e-3 and aspect noise 0.3-3.
-_F = np.eye(7)
-_F[0, 4] = _F[1, 5] = _F[2, 6] = 1.0  # position += velocity, one frame step
-_H = np.eye(4, 7)
-# Detector jitter: a few pixels on the centre. The same variance is tiny for the
-# area (so the box size follows the detector) and large for the aspect ratio
-# (so the box shape is smoothed over several frames).
-_R = np.diag([10.0, 10.0, 10.0, 10.0])
-# A new track knows its box from one detection and nothing of its velocity.
-_P0 = np.diag([10.0, 10.0, 10.0, 10.0, 1e4, 1e4, 1e4])
-# Walkers and cars change velocity slowly; the area's rate changes slower still.
-_Q = np.diag([1.0, 1.0, 1.0, 1.0, 1e-3, 1e-3, 1e-5])
-
-
-def _template_filter() -> KalmanFilter:
-    kf = KalmanFilter(dim_x=7, dim_z=4)
-    kf.F, kf.H, kf.R, kf.Q = _F.copy(), _H.copy(), _R.copy(), _Q.copy()
-    for m in vars(kf).values():
-        if isinstance(m, np.ndarray):
-            # Shallow copies share these: filterpy rebinds its arrays rather
-            # than writing into them, and read-only makes sure nothing ever does.
-            m.flags.writeable = False
-    return kf
-
-
-_TEMPLATE = _template_filter()
 
 
 class _Target:
     """The tracker's mutable state for one target."""
 
     __slots__ = ("kf", "id", "score", "votes", "class_id", "hits", "hit_streak", "age",
-                 "time_since_update", "confirmed")
+                 "time_since_update", "confirmed", "t_match")
 
-    def __init__(self, track_id: int, z: np.ndarray, score: float, class_id: int) -> None:
-        # A shallow copy of the template shares its read-only model matrices and
-        # is several times cheaper than building a KalmanFilter from scratch.
-        kf = copy.copy(_TEMPLATE)
-        kf.x = np.zeros((7, 1))
-        kf.x[:4, 0] = z
-        kf.P = _P0.copy()
-        self.kf = kf
+    def __init__(self, track_id: int, z: np.ndarray, score: float, class_id: int, t: float) -> None:
+        self.kf = kalman.new_filter(z)
         self.id = track_id
         self.score = score
         self.votes = {class_id: 1}
@@ -138,21 +81,14 @@ class _Target:
         self.age = 0
         self.time_since_update = 0
         self.confirmed = False
+        self.t_match = t
 
-    def predict(self) -> None:
-        x = self.kf.x
-        if x[2, 0] + x[6, 0] <= 0.0:
-            # A shrinking box would be predicted to a non-positive area: the
-            # area velocity is wrong, so hold the area instead of losing the track.
-            x[6, 0] = 0.0
-        self.kf.predict()
-        self.age += 1
-        self.time_since_update += 1
-
-    def update(self, z: np.ndarray, score: float, class_id: int) -> None:
-        """Correct the filter with measurement ``z`` (4, 1) and count the hit."""
+    def update(self, z: np.ndarray, score: float, class_id: int, t: float) -> None:
+        """Correct the filter with measurement ``z`` (4, 1) at time ``t`` and count the hit."""
         self.kf.update(z)
-        self.score = score
+        self.t_match = t
+        if score == score:  # nan: a low-score detection, which keeps the last high score
+            self.score = score
         n = self.votes.get(class_id, 0) + 1
         self.votes[class_id] = n
         if n > self.votes[self.class_id]:  # ties keep the current label: no flicker
@@ -161,35 +97,55 @@ class _Target:
         self.hit_streak += 1
         self.time_since_update = 0
 
-    def snapshot(self, xyxy: np.ndarray) -> Track:
+    def snapshot(self, xyxy: np.ndarray, now: float) -> Track:
         return Track(self.id, xyxy, self.score, self.class_id, self.hits, self.hit_streak,
-                     self.age, self.time_since_update, self.confirmed)
+                     self.age, self.time_since_update, self.confirmed,
+                     0.0 if self.time_since_update == 0 else max(now - self.t_match, 0.0))
 
 
 class Sort:
-    """SORT multi-object tracker for one camera.
+    """Multi-object tracker for one camera.
 
-    ``max_age``: frames a track may go unmatched before it is deleted.
-    ``min_hits``: consecutive matched detections before a track is reported.
-    ``iou_threshold``: minimum IoU between a detection and a predicted box to match.
+    ``max_age_s``: seconds a confirmed track may go unmatched before it ends; within
+    that time it can be found again under its id. A track not yet confirmed ends at
+    its first miss.
+    ``min_hits``: detections in a row before a track is confirmed and reported. A
+    count, not a time: it is the evidence that the object is real, and each detection
+    is one piece of it whatever the frame rate.
+    ``iou_threshold``: least IoU between a detection and a track's box to match.
+    ``high_threshold``, ``low_threshold``: detections scoring under ``low_threshold``
+    are ignored; those under ``high_threshold`` only keep existing tracks going.
+    Both 0 (the default): every detection is a high one.
     ``report_warmup``: also report unconfirmed tracks during the first ``min_hits``
-    frames, as the paper's MOTChallenge evaluation does; such tracks count as
+    updates, as the SORT paper's MOTChallenge evaluation does; such tracks count as
     confirmed so that every reported id gets its end.
+    ``frame_s``: the time between updates called without ``t``.
     """
 
-    def __init__(self, max_age: int = 1, min_hits: int = 3, iou_threshold: float = 0.3,
-                 report_warmup: bool = False) -> None:
-        if max_age < 0:
-            raise ValueError(f"max_age must be >= 0, got {max_age}")
+    def __init__(self, max_age_s: float = 1.0, min_hits: int = 3, iou_threshold: float = 0.3,
+                 high_threshold: float = 0.0, low_threshold: float = 0.0,
+                 report_warmup: bool = False, frame_s: float = 1.0 / 25) -> None:
+        if not (math.isfinite(max_age_s) and max_age_s >= 0.0):
+            raise ValueError(f"max_age_s must be a number >= 0, got {max_age_s}")
         if min_hits < 0:
             raise ValueError(f"min_hits must be >= 0, got {min_hits}")
         if not 0.0 <= iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-        self.max_age = int(max_age)
+        if not (math.isfinite(low_threshold) and math.isfinite(high_threshold)
+                and low_threshold <= high_threshold):
+            raise ValueError(f"low_threshold ({low_threshold}) must be at most "
+                             f"high_threshold ({high_threshold})")
+        if not (math.isfinite(frame_s) and frame_s > 0.0):
+            raise ValueError(f"frame_s must be a number > 0, got {frame_s}")
+        self.max_age_s = float(max_age_s)
         self.min_hits = int(min_hits)
         self.iou_threshold = float(iou_threshold)
+        self.high_threshold = float(high_threshold)
+        self.low_threshold = float(low_threshold)
         self.report_warmup = bool(report_warmup)
+        self.frame_s = float(frame_s)
         self.frame_count = 0
+        self._t: float | None = None  # time of the last update
         self._targets: list[_Target] = []
         self._next_id = 1
 
@@ -198,68 +154,81 @@ class Sort:
         """Snapshots of every live track, confirmed or not."""
         if not self._targets:
             return []
-        boxes = self._boxes()
-        return [t.snapshot(boxes[i]) for i, t in enumerate(self._targets)]
+        boxes = _boxes(self._targets)
+        now = self._t or 0.0
+        return [t.snapshot(boxes[i], now) for i, t in enumerate(self._targets)]
 
     def update(self, xyxy: np.ndarray, score: np.ndarray | None = None,
-               class_id: np.ndarray | None = None) -> TrackerOutput:
-        """Advance one frame with its detections: ``xyxy`` (N, 4), N may be 0."""
+               class_id: np.ndarray | None = None, t: float | None = None) -> TrackerOutput:
+        """Advance to time ``t`` (seconds, any origin; None: ``frame_s`` after the last
+        update) with that frame's detections: ``xyxy`` (N, 4), N may be 0."""
         dets, score, class_id = _clean_detections(xyxy, score, class_id)
+        if self.low_threshold > 0.0 and len(dets):
+            seen = score >= self.low_threshold
+            dets, score, class_id = dets[seen], score[seen], class_id[seen]
+        now, dt = self._advance(t)
         self.frame_count += 1
         ended: list[Track] = []
         warmup = self.report_warmup and self.frame_count <= self.min_hits
 
         targets = self._targets
-        for t in targets:
-            t.predict()
         if targets:
-            boxes = self._boxes()
+            model = kalman.dt_model(dt)  # one (F, Q) for every target: all move dt ahead
+            for tg in targets:
+                kalman.predict(tg.kf, model)
+                tg.age += 1
+                tg.time_since_update += 1
+            boxes = _boxes(targets)
             bad = ~np.isfinite(boxes).all(axis=1)
             if bad.any():
-                targets, boxes = self._drop(targets, boxes, bad, ended)
+                targets, boxes = _drop(targets, boxes, bad, ended, now)
         else:
             boxes = np.zeros((0, 4))
 
-        det_idx, trk_idx = self._associate(dets, boxes)
+        high = score >= self.high_threshold
+        det_of, new = self._associate(targets, boxes, dets, high)
 
-        z = _xyxy_to_z(dets)
-        scores, classes = score.tolist(), class_id.tolist()
-        fresh = trk_idx.tolist()  # targets whose box comes from this frame's detection
-        for d, k in zip(det_idx.tolist(), fresh):
-            targets[k].update(z[:, d : d + 1], scores[d], classes[d])
-        if len(det_idx) < len(dets):
-            unmatched = np.ones(len(dets), dtype=bool)
-            unmatched[det_idx] = False
-            for d in np.flatnonzero(unmatched).tolist():
-                fresh.append(len(targets))
-                targets.append(_Target(self._next_id, z[:, d], scores[d], classes[d]))
-                self._next_id += 1
+        z = kalman.xyxy_to_z(dets)
+        # A low-score match keeps the track's score: it never shows as a detection's.
+        scores = np.where(high, score, np.nan).tolist()
+        classes = class_id.tolist()
+        # Targets whose box comes from a detection. (Array methods, not np.flatnonzero and
+        # np.ones: the hot path avoids numpy's Python-level wrappers.)
+        fresh = (det_of >= 0).nonzero()[0].tolist()
+        for k in fresh:
+            d = int(det_of[k])
+            targets[k].update(z[:, d : d + 1], scores[d], classes[d], now)
+        for d in new.tolist():
+            fresh.append(len(targets))
+            targets.append(_Target(self._next_id, z[:, d], scores[d], classes[d], now))
+            self._next_id += 1
         if fresh:
             # Unmatched targets keep their predicted box; the others moved.
             cur = np.empty((len(targets), 4))
             cur[: len(boxes)] = boxes
-            cur[fresh] = _states_to_xyxy(np.concatenate([targets[i].kf.x for i in fresh], axis=1))
+            cur[fresh] = kalman.states_to_xyxy(np.concatenate([targets[i].kf.x for i in fresh], axis=1))
             bad = ~np.isfinite(cur).all(axis=1)
             if bad.any():
-                targets, cur = self._drop(targets, cur, bad, ended)
+                targets, cur = _drop(targets, cur, bad, ended, now)
         else:
             cur = boxes
 
         tracks: list[Track] = []
         survivors: list[_Target] = []
-        for i, t in enumerate(targets):
-            if t.time_since_update == 0:
-                if t.hit_streak >= self.min_hits or warmup:
-                    t.confirmed = True
-                if t.confirmed:
-                    tracks.append(t.snapshot(cur[i]))
-                survivors.append(t)
-            elif t.time_since_update > self.max_age:
-                if t.confirmed:
-                    ended.append(t.snapshot(cur[i]))
+        for i, tg in enumerate(targets):
+            if tg.time_since_update == 0:
+                if tg.hit_streak >= self.min_hits or warmup:
+                    tg.confirmed = True
+                if tg.confirmed:
+                    tracks.append(tg.snapshot(cur[i], now))
+                survivors.append(tg)
+            elif not tg.confirmed:
+                pass  # missed before it was confirmed: gone, unreported
+            elif now - tg.t_match > self.max_age_s + _EPS_S:
+                ended.append(tg.snapshot(cur[i], now))
             else:
-                t.hit_streak = 0
-                survivors.append(t)
+                tg.hit_streak = 0
+                survivors.append(tg)
         self._targets = survivors
         return TrackerOutput(tracks, ended)
 
@@ -271,37 +240,90 @@ class Sort:
         ended = [t for t in self.live if t.confirmed]
         self._targets = []
         self.frame_count = 0
+        self._t = None
         return ended
 
-    def _boxes(self) -> np.ndarray:
-        """Current boxes of all targets, (T, 4); one concatenate, not T conversions."""
-        return _states_to_xyxy(np.concatenate([t.kf.x for t in self._targets], axis=1))
+    def _advance(self, t: float | None) -> tuple[float, float]:
+        """(now, seconds since the last update); time never runs backwards."""
+        last = self._t
+        if t is None:
+            now = 0.0 if last is None else last + self.frame_s
+        else:
+            now = float(t)
+            if not math.isfinite(now):
+                raise ValueError(f"t must be a finite number of seconds, got {t}")
+            if last is not None and now < last:
+                log.debug("time went back %.3f s; holding it", last - now)
+                now = last
+        self._t = now
+        return now, 0.0 if last is None else now - last
 
-    @staticmethod
-    def _drop(targets: list[_Target], boxes: np.ndarray, bad: np.ndarray,
-              ended: list[Track]) -> tuple[list[_Target], np.ndarray]:
-        """Remove targets whose filter diverged (nan, non-positive area or aspect)."""
-        for i in np.flatnonzero(bad).tolist():
-            log.debug("dropping track %d: degenerate box estimate", targets[i].id)
-            if targets[i].confirmed:
-                ended.append(targets[i].snapshot(boxes[i]))
-        keep = ~bad
-        return [t for t, k in zip(targets, keep.tolist()) if k], boxes[keep]
+    def _associate(self, targets: list[_Target], boxes: np.ndarray, dets: np.ndarray,
+                   high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The detection matched to each target (-1: none), in three rounds, and the
+        high-score detections left unmatched, which start tracks."""
+        det_of = np.empty(len(targets), dtype=np.intp)
+        det_of.fill(-1)
+        hi = high.nonzero()[0]
+        if not targets or not len(dets):
+            return det_of, hi
+        lo = (~high).nonzero()[0]
+        iou = iou_matrix(dets, boxes)  # once; each round takes its rows and columns
+        thr = self.iou_threshold
+        confirmed = [k for k, t in enumerate(targets) if t.confirmed]
+        # 1. Confirmed tracks, lost ones included, take high-score detections.
+        trk = np.array(confirmed, dtype=np.intp)
+        hi, trk = _round(iou, hi, trk, thr, det_of)
+        # 2. Those left that were seen at the last update take low-score ones
+        # (ByteTrack). A lost track may not: a low score where it was predicted to
+        # be is too weak a sign that it is the same object.
+        if len(lo) and len(trk):
+            trk = trk[[targets[k].time_since_update == 1 for k in trk.tolist()]]
+            _round(iou, lo, trk, thr, det_of)
+        # 3. Tracks on probation take the high-score detections left.
+        if len(confirmed) < len(targets):
+            is_confirmed = np.zeros(len(targets), dtype=bool)
+            is_confirmed[confirmed] = True
+            hi, _ = _round(iou, hi, (~is_confirmed).nonzero()[0], thr, det_of)
+        return det_of, hi
 
-    def _associate(self, dets: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Matched (detection indices, track indices) with IoU >= iou_threshold."""
-        if len(dets) == 0 or len(boxes) == 0:
-            empty = np.zeros(0, dtype=np.intp)
-            return empty, empty
-        iou = iou_matrix(dets, boxes)
-        ok = iou >= self.iou_threshold
-        if self.iou_threshold <= 0.0:
-            ok &= iou > 0.0  # a threshold of 0 must not pair disjoint boxes
-        # Below-threshold pairs are worth nothing to the assignment, so the
-        # Hungarian solver cannot trade a good match for two rejected ones.
-        rows, cols = linear_sum_assignment(np.where(ok, iou, 0.0), maximize=True)
-        keep = ok[rows, cols]
-        return rows[keep], cols[keep]
+
+def _round(iou: np.ndarray, d_idx: np.ndarray, t_idx: np.ndarray, threshold: float,
+           det_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Match detections ``d_idx`` to targets ``t_idx`` by ``iou`` (all detections x all
+    targets), record the pairs in ``det_of``; returns the detections and targets left."""
+    if len(d_idx) == 0 or len(t_idx) == 0:
+        return d_idx, t_idx
+    # Indices are sorted and unique: as many as rows (columns) means all of them, the
+    # common case, which needs no copy of the matrix.
+    sub = iou if len(d_idx) == iou.shape[0] else iou[d_idx]
+    if len(t_idx) != iou.shape[1]:
+        sub = sub[:, t_idx]
+    rows, cols = assign(sub, threshold)
+    if len(rows) == 0:
+        return d_idx, t_idx
+    det_of[t_idx[cols]] = d_idx[rows]
+    d_used = np.zeros(len(d_idx), dtype=bool)
+    d_used[rows] = True
+    t_used = np.zeros(len(t_idx), dtype=bool)
+    t_used[cols] = True
+    return d_idx[~d_used], t_idx[~t_used]
+
+
+def _boxes(targets: list[_Target]) -> np.ndarray:
+    """Current boxes of all targets, (T, 4); one concatenate, not T conversions."""
+    return kalman.states_to_xyxy(np.concatenate([t.kf.x for t in targets], axis=1))
+
+
+def _drop(targets: list[_Target], boxes: np.ndarray, bad: np.ndarray, ended: list[Track],
+          now: float) -> tuple[list[_Target], np.ndarray]:
+    """Remove targets whose filter diverged (nan, non-positive area or aspect)."""
+    for i in np.flatnonzero(bad).tolist():
+        log.debug("dropping track %d: degenerate box estimate", targets[i].id)
+        if targets[i].confirmed:
+            ended.append(targets[i].snapshot(boxes[i], now))
+    keep = ~bad
+    return [t for t, k in zip(targets, keep.tolist()) if k], boxes[keep]
 
 
 def _clean_detections(xyxy, score, class_id) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,6 +342,7 @@ def _clean_detections(xyxy, score, class_id) -> tuple[np.ndarray, np.ndarray, np
     if n:
         good = (dets[:, 2] > dets[:, 0]) & (dets[:, 3] > dets[:, 1])  # nan compares False
         good &= np.isfinite(dets).all(axis=1)
+        good &= np.isfinite(score)
         if not good.all():
             log.debug("ignoring %d degenerate detection(s)", n - int(good.sum()))
             dets, score, class_id = dets[good], score[good], class_id[good]

@@ -29,6 +29,14 @@ from appliance.stage import END, QueueStage
 from appliance.track.sort import Sort, Track
 
 
+def make_tracker(cfg: Any) -> Sort:
+    """A camera's tracker for config `cfg`: the detector runs at the lower of detect.threshold
+    and track.low_threshold (pipeline.py), and detect.threshold is the score that starts tracks."""
+    t, high = cfg.track, cfg.detect.threshold
+    return Sort(t.max_age_s, t.min_hits, t.iou_threshold, high_threshold=high,
+                low_threshold=min(t.low_threshold, high))
+
+
 class TrackProcessor(Protocol):
     def process(self, result: FrameResult) -> None: ...
 
@@ -92,7 +100,7 @@ class TrackStage(QueueStage):
         t0 = time.perf_counter()
         cam = self.cameras[item.camera_id]
         d = item.detections
-        out = cam.tracker.update(d.xyxy, d.score, d.class_id)
+        out = cam.tracker.update(d.xyxy, d.score, d.class_id, t=item.frame.t)
         item.tracks = self._unique(cam, out.tracks)
         item.ended = self._unique(cam, out.ended)
         self._process(cam, item)

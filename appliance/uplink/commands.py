@@ -50,16 +50,22 @@ def parse_since(value: Any) -> float:
 
 
 class Commands:
-    """`ping`, `snapshot`, `config/get`, `resync`."""
+    """`ping`, `snapshot`, `config/get`, `resync`; with a pipeline's model manager also
+    `model/list`, `model/activate`, `model/rollback` (appliance/modelstore/swap.py)."""
 
     def __init__(self, cfg: Config, jpeg: Callable[[str], bytes | None] | None,
-                 cameras: Callable[[], list[str]] | None, resync: Callable[[float], int]):
+                 cameras: Callable[[], list[str]] | None, resync: Callable[[float], int],
+                 models: Any = None):
         self.cfg, self._jpeg, self._cameras, self._resync = cfg, jpeg, cameras, resync
+        self._models = models
         self.started = time.time()
         self.handlers: dict[str, Callable[[dict[str, Any]], Reply | dict[str, Any]]] = {
             "ping": self.ping, "snapshot": self.snapshot, "config/get": self.config_get,
             "resync": self.resync,
         }
+        if models is not None:
+            self.handlers.update({"model/list": self.model_list, "model/activate": self.model_activate,
+                                  "model/rollback": self.model_rollback})
 
     def run(self, name: str, payload: bytes) -> Reply:
         correlation_id = None
@@ -114,3 +120,33 @@ class Commands:
     def resync(self, request: dict[str, Any]) -> dict[str, Any]:
         since = parse_since(request.get("since"))
         return {"since": since, "requeued": self._resync(since)}
+
+    # Model versions. Activation loads and self-checks the candidate in this (the uplink)
+    # thread, a second or two, while the detect stage goes on with the running model.
+
+    def model_list(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._models.listing()
+
+    def model_activate(self, request: dict[str, Any]) -> dict[str, Any]:
+        from appliance.modelstore import ModelRef, ModelStoreError
+
+        model, version = request.get("model"), request.get("version")
+        if not isinstance(model, str) or not model:
+            raise BadCommand("model/activate: 'model' is required: NAME@VERSION, or NAME with 'version'")
+        if version is not None:
+            if not isinstance(version, str) or not version or "@" in model:
+                raise BadCommand("model/activate: 'version' must be a non-empty string, "
+                                 "given with a 'model' that has no @VERSION")
+            model = str(ModelRef(model, version))
+        try:
+            return self._models.activate(model, reason="mqtt model/activate")
+        except ModelStoreError as e:
+            raise BadCommand(f"model/activate: {e}") from None
+
+    def model_rollback(self, request: dict[str, Any]) -> dict[str, Any]:
+        from appliance.modelstore import ModelStoreError
+
+        try:
+            return self._models.rollback(reason="mqtt model/rollback")
+        except ModelStoreError as e:
+            raise BadCommand(f"model/rollback: {e}") from None

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from appliance import __version__, metrics, paths
-from appliance.config import Config, secret_value
-from appliance.config.base import readable
-from appliance.errors import ApplianceError
+from appliance.config import Config
 from appliance.events.snapshots import is_snapshot_name, snapshots_dir
 from appliance.uplink.commands import Commands
-from appliance.uplink.link import Link, LinkSettings
+from appliance.uplink.counts import CountsPublisher
+from appliance.uplink.discovery import HomeAssistant
+from appliance.uplink.link import Link
 from appliance.uplink.messages import (
     Topics,
     command_result,
@@ -47,6 +47,7 @@ from appliance.uplink.messages import (
 from appliance.uplink.outbox import ALERT, ROUTINE, Backlog, Outbox, snapshot_of
 from appliance.uplink.pacing import TokenBucket, backoff_delay
 from appliance.uplink.retention import Retention
+from appliance.uplink.settings import link_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ POLL_S = 0.25  # how often to look for new rows when idle
 BACKLOG_REFRESH_S = 1.0
 OFFLINE_ACK_WAIT_S = 2.0
 SNAPSHOT_WINDOW = 2  # snapshot messages published and not yet acknowledged
-PASSWORD_ENV = "APPLIANCE_MQTT_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -64,24 +64,6 @@ class _InFlight:
     stream: int
     keys: list[int]  # seqs, or notice numbers
     snapshots: tuple = ()  # (seq, event id, file, ts) of the `end` events in it that name one
-
-
-def link_settings(cfg: Config, topics: Topics) -> LinkSettings:
-    """The connection settings. The config's own rules (MQTT-safe names, credentials, TLS
-    keys that go together) were checked when it loaded; the TLS files are checked here
-    again because they are opened now (a config built in code has not had them checked)."""
-    u = cfg.uplink
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(u.tls, key)
-        problem = readable(path) if path is not None else None
-        if problem:
-            raise ApplianceError(f"config uplink.tls.{key}: {problem}")
-    password = secret_value(u.password) or os.environ.get(PASSWORD_ENV, "")
-    return LinkSettings(
-        host=u.host, port=u.port, client_id=f"appliance-{cfg.device.id}", keepalive_s=u.keepalive_s,
-        will_topic=topics.status, will_payload=offline_status(cfg.device.id), username=u.username or "",
-        password=password if u.username else "", ca_file=u.tls.ca_file or "", cert_file=u.tls.cert_file or "",
-        key_file=u.tls.key_file or "")
 
 
 class Uplink:
@@ -97,8 +79,14 @@ class Uplink:
         self.outbox = Outbox(paths.db_path(data_dir))
         live = getattr(pipeline, "live", None)
         self.commands = Commands(cfg, live.jpeg if live else None, live.cameras if live else None,
-                                 self._resync)
+                                 self._resync, models=getattr(pipeline, "models", None))
         self._retention: Retention | None = None  # counted in the thread: a big table takes a while
+        # Per-minute counts (uplink/counts.py) and Home Assistant discovery (uplink/discovery.py).
+        base = f"{self.topics.prefix}/{self.device}"
+        self.counts = CountsPublisher(self.outbox.conn, f"{base}/counts", self.device,
+                                      self.u.counts_interval_s, self.u.counts_delay_s)
+        self.homeassistant = HomeAssistant(self.outbox.conn, cfg, f"{base}/analytics", self.topics.status,
+                                           pipeline, __version__)
         self._bucket = TokenBucket(self.u.bandwidth_bytes_per_s, clock=pacing_clock)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._drain_until = 0.0
@@ -225,6 +213,8 @@ class Uplink:
         self._snap_cursor = 0
         link.subscribe(self.topics.commands)
         self._publish_control(link, self.topics.status, self._online(), retain=True)
+        self.counts.reset()
+        self.homeassistant.reset()
         next_stats = time.monotonic()
         while link.connected:
             self._process_acks(link)
@@ -232,6 +222,9 @@ class Uplink:
             if self._stop.is_set() and (time.monotonic() >= self._drain_until or self._drained()):
                 break
             bandwidth_wait = self._fill(link)
+            self.counts.tick(lambda topic, payload: self._publish_control(link, topic, payload))
+            self.homeassistant.tick(lambda topic, payload, retain: self._publish_control(
+                link, topic, payload, retain=retain))
             if time.monotonic() >= next_stats:
                 self._publish_control(link, self.topics.stats, self._stats(), qos=0)
                 next_stats = time.monotonic() + self.u.stats_interval_s
@@ -343,6 +336,7 @@ class Uplink:
                 if seq is not None:
                     snaps_sent.append(seq)
                 else:
+                    self.counts.acked(mid)  # marks its rows sent when it carried counts
                     self._control_mids.discard(mid)
             elif done.stream == NOTICES:
                 notices.extend(done.keys)

@@ -1,10 +1,16 @@
-"""Time our SORT against a straightforward SORT on the 11 MOT15 detection files.
+"""Time our tracker against a straightforward SORT on the 11 MOT15 detection files.
 
-    python tests/bench/bench_tracker.py [--repeat N] [--det-dir DIR]
+    python tests/bench/bench_tracker.py [--repeat N] [--det-dir DIR] [--peers-python PY]
 
-Parsing is done first and not timed. Each pass runs a fresh tracker per
-sequence (max_age=1, min_hits=3, iou 0.3); the best of N passes is reported,
-to keep other load on the machine out of the figures.
+Parsing is done first and not timed. Each pass runs a fresh tracker per sequence;
+the best of N passes is reported, to keep other load on the machine out of the
+figures. Trackers timed: ours with the default `track` settings as `appliance track
+--mot` uses them (2 s lifetimes, ByteTrack's low-score round, at 25 fps), ours with
+SORT's settings (1 frame, no low-score round), and the baseline SORT (max_age=1,
+min_hits=3, iou 0.3). Then the MOT figures of ours on TUD-Campus + TUD-Stadtmitte,
+as tests/integration/test_mot_metrics.py scores them, when motmetrics is installed,
+and with --peers-python those of the peers run by tests/bench/mot_peers.py under
+that interpreter (a throwaway venv: the peers are not project dependencies).
 
 Also the one place that knows where the MOT15 detections live
 (``mot15_det_dir``, ``mot15_missing``): the integration test imports them.
@@ -22,7 +28,8 @@ import numpy as np
 from filterpy.kalman import KalmanFilter
 from scipy.optimize import linear_sum_assignment
 
-from appliance.track.mot import iter_frames, read_detections
+from appliance.config.track import TrackConfig
+from appliance.track.mot import iter_frames, make_tracker, read_detections
 from appliance.track.sort import Sort
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5, help="passes per tracker; best is kept")
     ap.add_argument("--det-dir", type=Path, default=None, help="MOT15 det folder")
+    ap.add_argument("--peers-python", help="python of a venv with the peer trackers (see mot_peers.py)")
     args = ap.parse_args(argv)
     det_dir = args.det_dir or mot15_det_dir()
     reason = mot15_missing(det_dir)
@@ -175,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_frames = sum(map(len, data.values()))
     n_dets = sum(len(xyxy) for frames in data.values() for xyxy, _ in frames)
     trackers = {
-        "ours": lambda: Sort(max_age=1, min_hits=3, iou_threshold=0.3),
+        "ours": lambda: make_tracker(TrackConfig(), 25.0),
+        "ours-sort": lambda: Sort(max_age_s=1 / 25, min_hits=3, iou_threshold=0.3),
         "baseline": lambda: BaselineSort(max_age=1, min_hits=3, iou_threshold=0.3),
     }
     best = {name: float("inf") for name in trackers}
@@ -187,9 +196,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"MOT15: {len(data)} sequences, {n_frames} frames, {n_dets} detections; "
           f"best of {args.repeat}")
     for name in trackers:
-        print(f"  {name:<9}{fps[name]:9.0f} frames/s  ({best[name]:.3f} s)")
-    print(f"  ratio ours/baseline: {fps['ours'] / fps['baseline']:.2f}x")
+        print(f"  {name:<10}{fps[name]:9.0f} frames/s  ({best[name]:.3f} s)")
+    print(f"  ratio ours/baseline: {fps['ours'] / fps['baseline']:.2f}x, "
+          f"ours-sort/baseline: {fps['ours-sort'] / fps['baseline']:.2f}x")
+    print_mot_figures(det_dir, args.peers_python)
     return 0
+
+
+def print_mot_figures(det_dir: Path, peers_python: str | None = None) -> None:
+    """MOTA, IDF1, switches and ids on TUD, as the integration test scores them."""
+    import subprocess
+    import tempfile
+
+    try:
+        from tests.integration.test_mot_metrics import GT_SEQUENCES, score_results, score_tud
+    except ImportError as e:  # motmetrics is a test dependency
+        print(f"MOT figures skipped: {e}")
+        return
+    print("TUD-Campus + TUD-Stadtmitte, 25 fps, IoU 0.5 (issue 10 target: MOTA >= 72.6 %, "
+          "IDF1 >= 82 %, switches <= 12, ids/18 <= 1.4):")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fill in (("ours", True), ("ours, online (no gap filling)", False)):
+            _, mota, idf1, sw, ids = score_tud(det_dir, Path(tmp), fill_gaps=fill)
+            print(f"  {name:<30} MOTA {mota:6.1%}  IDF1 {idf1:6.1%}  switches {sw:3d}  ids {ids} "
+                  f"({ids / 18:.2f})")
+        if not peers_python:
+            return
+        out = Path(tmp) / "peers"
+        r = subprocess.run([peers_python, "-m", "tests.bench.mot_peers", str(det_dir), str(out), *GT_SEQUENCES],
+                           cwd=REPO, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"peers skipped: {peers_python} failed: {r.stderr.strip().splitlines()[-1:]}")
+            return
+        for folder in sorted(out.iterdir()):
+            _, mota, idf1, sw, ids = score_results(folder)
+            print(f"  {folder.name:<30} MOTA {mota:6.1%}  IDF1 {idf1:6.1%}  switches {sw:3d}  ids {ids} "
+                  f"({ids / 18:.2f})")
 
 
 if __name__ == "__main__":

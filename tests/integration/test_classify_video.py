@@ -26,7 +26,7 @@ def run_video(assets_dir, video: str) -> tuple[dict, float]:
     det = load_detector("ssd-mobilenet-v2", assets_dir, threads=2)
     stage = ClassifierStage(load_classifier(cfg.model, assets_dir), cfg)
     proc = ClassifyTracks(stage, cfg, det.labels, "cam")
-    sort = Sort(track.max_age, track.min_hits, track.iou_threshold)
+    sort = Sort(track.max_age_s, track.min_hits, track.iou_threshold)
     cap = cv2.VideoCapture(str(assets_dir / video))
     fps = cap.get(cv2.CAP_PROP_FPS)
     tracks: dict[int, dict] = {}

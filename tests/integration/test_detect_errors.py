@@ -119,11 +119,18 @@ def test_backend_must_match_format(assets_dir):
         load_detector("ssd-mobilenet-v2", assets_dir, backend="tpu")
 
 
-def test_engine_format_has_no_backend_yet(tmp_path, assets_dir):
+def test_engine_format_without_tensorrt(tmp_path, assets_dir):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed: this checks the message where it is not")
     (tmp_path / "m.engine").write_bytes(b"x")
     p = manifest(tmp_path, file="m.engine", format="engine", input=YOLO_INPUT, decoder="yolo",
                  labels=["a"])
-    with pytest.raises(ApplianceError, match="format engine needs the tensorrt backend"):
+    with pytest.raises(ApplianceError, match=r"model.yaml: format engine needs TensorRT, which cannot run here: "
+                                             r"TensorRT is not installed"):
         load_detector(str(p), assets_dir)
 
 

@@ -58,6 +58,8 @@ def test_install_lays_down_program_config_data_and_units(root: Path):
     config = root / "etc/appliance/config.yaml"
     assert "device:" in config.read_text()
     assert oct(config.stat().st_mode & 0o777) == "0o640"
+    # Group appliance may replace config.yaml (the dashboard's editors; ReadWritePaths= in the unit).
+    assert oct(config.parent.stat().st_mode & 0o777) == "0o770"
     assert (root / "var/lib/appliance").is_dir()
     assert (root / "var/lib/appliance/assets/mobilenet_ssd_v2_coco_quant_postprocess.tflite").is_file()
     for rel in expected_files():
@@ -82,6 +84,48 @@ def test_installed_appliance_checks_the_installed_config(root: Path):
                           capture_output=True, text=True, cwd="/", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert ": valid;" in proc.stdout.splitlines()[0]
+
+
+def test_selftest_from_the_installation(root: Path, tmp_path: Path):
+    """The installed program's self-test: the installed config with the demo camera and the uplink
+    pointed at a real mosquitto, the installed model, the installed data directory."""
+    import json
+
+    import yaml
+
+    from tests.mqtt_broker import Mosquitto, Subscriber
+    from tests.uplink_util import schema
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, ["inst/#"]).start()
+    try:
+        installed = yaml.safe_load((root / "etc/appliance/config.yaml").read_text())
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({**installed, "cameras": [{"id": "demo", "source": "asset:vtest.avi"}],
+                                          "uplink": {"enabled": True, "host": "127.0.0.1", "port": broker.port,
+                                                     "topic_prefix": "inst"}}))
+        bin_ = tmp_path / "bin"  # no NTP here: a timedatectl that says the clock is synchronised
+        bin_.mkdir()
+        (bin_ / "timedatectl").write_text("#!/bin/sh\necho yes\n")
+        (bin_ / "timedatectl").chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        env.update(APPLIANCE_ASSETS_DIR=str(root / "var/lib/appliance/assets"), PATH=f"{bin_}:{env['PATH']}")
+        proc = subprocess.run([str(root / "opt/appliance/venv/bin/appliance"), "selftest", "--config", str(config),
+                               "--data-dir", str(root / "var/lib/appliance"), "--json"],
+                              capture_output=True, text=True, cwd="/", env=env, timeout=300)
+        body = json.loads(proc.stdout)
+        status = {c["name"]: c["status"] for c in body["checks"]}
+        assert proc.returncode == 0 and body["ok"], (status, proc.stderr[-2000:])
+        assert status["camera:demo"] == status["uplink"] == status["config"] == status["classifier"] == "pass", status
+        assert status["detector"] in ("pass", "warn")  # warn: slower than this platform should be (a busy box)
+        topic = f"inst/{installed['device']['id']}/selftest"
+        sub.wait_for(lambda: sub.exact(topic), 10, "the published report")
+        schema("mqtt-selftest").validate(json.loads(sub.exact(topic)[0].payload))
+        kept = json.loads((root / "var/lib/appliance/selftest.json").read_text())
+        assert kept["published"] == topic and kept["checks"] == body["checks"]
+    finally:
+        sub.close()
+        broker.close()
 
 
 def test_second_install_changes_nothing(root: Path):
@@ -142,7 +186,7 @@ def test_unknown_option_is_refused(tmp_path: Path):
 
 def test_jetson_venv_uses_jetpack_opencv(tmp_path: Path):
     """/etc/nv_tegra_release marks a Jetson: the venv sees the system site-packages (JetPack's
-    cv2 and tensorrt), gets no pip OpenCV and numpy below 2, and the config the power helpers."""
+    cv2 and tensorrt), gets no pip OpenCV, numpy below 2, cuda-python, and the config the power helpers."""
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/nv_tegra_release").write_text("# R36 (release), REVISION: 4.0, BOARD: generic, EABI: aarch64\n")
     run_install(tmp_path, "--no-start", "--skip-packages", "--skip-fetch")
@@ -154,5 +198,6 @@ def test_jetson_venv_uses_jetpack_opencv(tmp_path: Path):
     assert "opencv-python-headless" not in installed
     assert int(installed["numpy"].split(".")[0]) < 2
     assert "appliance" in installed
+    assert "cuda-python" in installed  # TensorRT's buffers and streams (docs/tensorrt.md)
     assert "nvpmodel_cmd: /usr/local/lib/appliance/appliance-nvpmodel" in (
         tmp_path / "etc/appliance/config.yaml").read_text()

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,13 +20,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
-PASSWORD = "correct horse battery"
-CHROMIUM = "/usr/bin/chromium"
-# Debian's chromium, as root, with no network: no sandbox, and nothing that phones home.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.dashboard_util import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    appliance_env,
+    running_dashboard,
+    set_password,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,38 +38,14 @@ def appliance_url(tmp_path_factory, assets_dir):
     cfg.write_text("device: {id: gate-3}\n"
                    "cameras:\n  - {id: demo, source: 'asset:vtest.avi', loop: true}\n"
                    "web: {host: 127.0.0.1}\n")
-    env = {**os.environ, "APPLIANCE_ASSETS_DIR": str(assets_dir), "APPLIANCE_WEB_PORT": "0"}
-    r = subprocess.run([sys.executable, "-m", "appliance", "passwd", "--config", str(cfg), "--password-stdin"],
-                       input=PASSWORD + "\n", capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 0, r.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--config", str(cfg),
-                             "--data-dir", str(tmp / "data")], env=env, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, start_new_session=True)
-    lines: list[str] = []
-    found = threading.Event()
-
-    def read() -> None:  # keep draining stderr so the appliance never blocks on a full pipe
-        for line in proc.stderr:
-            lines.append(line)
-            if "dashboard at http://" in line:
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        assert found.wait(90), "no 'dashboard at' line:\n" + "".join(lines)
-        url = re.search(r"dashboard at (http://\S+/)", "".join(lines)).group(1)
+    env = appliance_env(assets_dir)
+    set_password(cfg, env)
+    with running_dashboard(cfg, tmp / "data", env) as (url, lines):
         deadline = time.monotonic() + 60
         while not re.search(r'appliance_frames_total\{camera="demo"\} [1-9]\d', _open(url + "metrics")[2].decode()):
-            assert time.monotonic() < deadline and proc.poll() is None, "no frames:\n" + "".join(lines)
+            assert time.monotonic() < deadline, "no frames:\n" + "".join(lines)
             time.sleep(0.5)  # until the pipeline has been through some frames
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -109,6 +109,9 @@ def test_file_source_frames_carry_ids_and_times(assets_dir):
     wall = [f.t_capture_wall for f in frames]
     assert mono == sorted(mono) and mono0 <= mono[0] and mono[-1] <= mono1
     assert wall == sorted(wall) and wall0 <= wall[0] and wall[-1] <= wall1
+    # Read as fast as it decodes, yet each frame's time on the camera's timeline is the
+    # video's own (10 fps): track lifetimes, dwell and speed mean the same as in real time.
+    assert [f.t for f in frames] == pytest.approx([i / 10 for i in range(30)])
 
 
 class PacingClock:
@@ -143,6 +146,7 @@ def test_file_source_loops(assets_dir):
     frames = list(src.frames(threading.Event(), max_frames=300))  # bikes.mp4 has 250
     src.close()
     assert len(frames) == 300 and frames[-1].seq == 299
+    assert frames[-1].t == pytest.approx(299 / 25)  # the video's time goes on across the loop
     assert src.corrupt == 0
 
 

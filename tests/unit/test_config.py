@@ -37,14 +37,14 @@ cameras:
   - {id: north, source: rtsp://10.0.0.5/stream1}
   - {id: south, source: /videos/a.mp4, realtime: false, loop: true}
 detect: {threshold: 1, classes: [person]}
-track: {max_age: 10}
+track: {max_age_s: 10}
 """)
     assert cfg.device.id == "gate-3"
     assert [c.id for c in cfg.cameras] == ["north", "south"]
     assert cfg.cameras[1].loop is True and cfg.cameras[1].realtime is False
     assert cfg.detect.threshold == 1.0 and isinstance(cfg.detect.threshold, float)
     assert cfg.detect.classes == ["person"]
-    assert cfg.track.max_age == 10 and cfg.track.min_hits == 3
+    assert cfg.track.max_age_s == 10.0 and cfg.track.min_hits == 3
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -52,7 +52,8 @@ track: {max_age: 10}
     ("detect: {threshold: high}\n", "detect.threshold: expected a number, got str 'high'"),
     ("detect: {threshold: 1.5}\n", "detect.threshold: must be between 0.0 and 1.0, got 1.5"),
     ("detect: {backend: tensorflow}\n", "detect.backend: must be one of auto, litert, onnxruntime"),
-    ("track: {max_age: 2.5}\n", "track.max_age: expected an integer, got float 2.5"),
+    ("track: {min_hits: 2.5}\n", "track.min_hits: expected an integer, got float 2.5"),
+    ("track: {max_age: 30}\n", "track.max_age: replaced by track.max_age_s, in seconds, not frames"),
     ("track: {min_hits: true}\n", "track.min_hits: expected an integer, got bool True"),
     ("cameras:\n  - {id: a, source: x, loop: 'yes'}\n", "cameras[0].loop: expected true or false"),
     ("cameras:\n  - {source: x}\n", "cameras[0].id: required key is missing"),
@@ -84,10 +85,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_config_check_prints_effective_config(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("track: {max_age: 9}\n")
+    p.write_text("track: {max_age_s: 9}\n")
     r = _cli("config", "check", str(p))
     assert r.returncode == 0, r.stderr
-    assert "max_age: 9" in r.stdout and "min_hits: 3" in r.stdout and "source: asset:vtest.avi" in r.stdout
+    assert "max_age_s: 9" in r.stdout and "min_hits: 3" in r.stdout and "source: asset:vtest.avi" in r.stdout
 
 
 def test_config_check_bad_value_is_one_line_without_traceback(tmp_path):

@@ -46,7 +46,7 @@ def test_every_error_in_the_file_comes_at_once_one_line_each(tmp_path):
 cameras:
   - {id: a, source: x.mp4, loop: 'yes please'}
 detect: {threshold: high, threads: 0}
-track: {max_age: 2.5}
+track: {min_hits: 2.5}
 uplink: {port: 0}
 bogus: 1
 """)
@@ -54,7 +54,7 @@ bogus: 1
         "cameras[0].loop: expected true or false, got str 'yes please'",
         "detect.threshold: expected a number, got str 'high'",
         "detect.threads: expected auto or integer 1–64, got int 0",
-        "track.max_age: expected an integer, got float 2.5",
+        "track.min_hits: expected an integer, got float 2.5",
         "uplink.port: must be between 1 and 65535, got 0",
         "bogus: unknown key (valid keys: device, cameras, detect, track, classify, events, snapshots, store, "
         "log, adaptive, power, web, uplink)",
@@ -253,7 +253,7 @@ def test_deep_nesting_is_an_error_not_a_recursion_error(tmp_path, text):
 
 
 def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
-    lines = _error(tmp_path, "detect: {threshold: 0.4}\ntrack: {max_age: 3}\ndetect:\n  threshold: 0.3\n"
+    lines = _error(tmp_path, "detect: {threshold: 0.4}\ntrack: {min_hits: 3}\ndetect:\n  threshold: 0.3\n"
                              "  threshold: 0.2\ncameras:\n  - {id: a, source: x, loop: true, loop: false}\n")
     assert lines == [
         "detect: duplicate key (line 1 and again line 3)",

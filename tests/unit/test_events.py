@@ -12,7 +12,7 @@ from appliance.detect.types import Detections
 from appliance.events.lifecycle import Event, Lifecycle
 from appliance.events.sink import EventSink
 from appliance.events.state import StateEvent
-from appliance.events.types import EVENT_TYPES, STATE_TYPES, TRACK_TYPES
+from appliance.events.types import ANALYTICS_TYPES, EVENT_TYPES, STATE_TYPES, TRACK_TYPES
 from appliance.result import FrameResult
 from appliance.track.sort import Track
 
@@ -99,7 +99,7 @@ def test_boxes_are_clipped_to_the_frame():
 
 
 def test_event_types_come_from_one_list():
-    assert EVENT_TYPES == TRACK_TYPES + STATE_TYPES
+    assert EVENT_TYPES == TRACK_TYPES + STATE_TYPES + ANALYTICS_TYPES
     with pytest.raises(ValueError, match="not one of"):
         Event("", 0, "zone", "d", "c", 1, "person", 0.9, [0, 0, 1, 1], 0.0, 0.0, 0)
     with pytest.raises(ValueError, match="not one of"):

@@ -1,10 +1,13 @@
-"""SORT tracker behaviour: ids, confirmation, ending, guards, snapshots."""
+"""Tracker behaviour: ids, confirmation, ending in seconds, low-score association, re-finding
+lost tracks, guards, snapshots."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from appliance.track.sort import Sort, Track, iou_matrix
+
+FRAME = 1 / 25  # Sort's default frame_s: updates without t are 1/25 s apart
 
 
 def box(cx: float, cy: float, w: float = 40.0, h: float = 80.0) -> list[float]:
@@ -19,9 +22,9 @@ def ids(tracks: list[Track]) -> list[int]:
     return sorted(t.id for t in tracks)
 
 
-def confirmed_tracker(max_age: int = 1, min_hits: int = 3) -> tuple[Sort, int]:
+def confirmed_tracker(max_age: int = 1, min_hits: int = 3, **kwargs) -> tuple[Sort, int]:
     """A tracker with one confirmed track at (100, 100); returns it and the id."""
-    tracker = Sort(max_age=max_age, min_hits=min_hits)
+    tracker = Sort(max_age_s=max_age * FRAME, min_hits=min_hits, **kwargs)
     for _ in range(min_hits):
         out = tracker.update(dets(box(100, 100)))
     assert len(out.tracks) == 1
@@ -29,7 +32,7 @@ def confirmed_tracker(max_age: int = 1, min_hits: int = 3) -> tuple[Sort, int]:
 
 
 def test_two_linear_movers_keep_their_ids():
-    tracker = Sort(max_age=1, min_hits=3)
+    tracker = Sort(max_age_s=1 * FRAME, min_hits=3)
     seen: dict[str, set[int]] = {"right": set(), "left": set()}
     for f in range(30):
         # One walks right along y=100, the other left along y=300: no overlap.
@@ -74,7 +77,7 @@ def test_track_within_max_age_is_kept_and_reported_again():
 
 
 def test_unconfirmed_death_is_not_reported():
-    tracker = Sort(max_age=1, min_hits=3)
+    tracker = Sort(max_age_s=1 * FRAME, min_hits=3)
     tracker.update(dets(box(100, 100)))
     tracker.update(dets(box(100, 100)))
     for _ in range(3):
@@ -84,24 +87,24 @@ def test_unconfirmed_death_is_not_reported():
 
 
 def test_min_hits_gating():
-    tracker = Sort(max_age=1, min_hits=3)
+    tracker = Sort(max_age_s=1 * FRAME, min_hits=3)
     reported = [ids(tracker.update(dets(box(100, 100))).tracks) for _ in range(4)]
     assert reported == [[], [], [1], [1]]
     assert tracker.live[0].hits == 4
 
 
 def test_min_hits_needs_consecutive_hits():
-    tracker = Sort(max_age=2, min_hits=3)
+    tracker = Sort(max_age_s=2 * FRAME, min_hits=3)
     tracker.update(dets(box(100, 100)))
     tracker.update(dets(box(100, 100)))
     tracker.update(dets())  # the streak breaks
     assert tracker.update(dets(box(100, 100))).tracks == []
     assert tracker.update(dets(box(100, 100))).tracks == []
-    assert ids(tracker.update(dets(box(100, 100))).tracks) == [1]
+    assert ids(tracker.update(dets(box(100, 100))).tracks) == [2]  # a miss on probation ends it: a new id starts over
 
 
 def test_report_warmup_reports_the_first_frames():
-    tracker = Sort(max_age=1, min_hits=3, report_warmup=True)
+    tracker = Sort(max_age_s=1 * FRAME, min_hits=3, report_warmup=True)
     assert ids(tracker.update(dets(box(100, 100))).tracks) == [1]
     for _ in range(3):
         tracker.update(dets(box(100, 100)))
@@ -162,7 +165,7 @@ def test_diverged_filter_is_dropped_and_ended():
 
 
 def test_shrinking_box_never_gets_a_negative_area():
-    tracker = Sort(max_age=5, min_hits=1)
+    tracker = Sort(max_age_s=5 * FRAME, min_hits=1)
     for size in (200.0, 120.0, 60.0, 20.0, 4.0):
         # From the second frame on, the area's rate (about -25,000 px^2 a frame)
         # would predict a negative area.
@@ -194,7 +197,7 @@ def test_score_is_last_matched_detection():
 
 
 def test_returned_tracks_are_snapshots():
-    tracker = Sort(max_age=3, min_hits=1)
+    tracker = Sort(max_age_s=3 * FRAME, min_hits=1)
     first = tracker.update(dets(box(100, 100))).tracks[0]
     before = (first.xyxy.copy(), first.hits, first.age, first.time_since_update)
     live = tracker.live[0]
@@ -213,7 +216,7 @@ def test_bad_arguments():
         Sort().update(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="scores"):
         Sort().update(dets(box(1, 1)), score=np.ones(2))
-    for kwargs in ({"max_age": -1}, {"min_hits": -1}, {"iou_threshold": 1.5}):
+    for kwargs in ({"max_age_s": -1}, {"max_age_s": float("nan")}, {"min_hits": -1}, {"iou_threshold": 1.5}):
         with pytest.raises(ValueError):
             Sort(**kwargs)
 
@@ -224,3 +227,133 @@ def test_iou_matrix():
     assert iou.shape == (3, 2)
     assert iou[0, 0] == 1.0 and iou[0, 1] == pytest.approx(25 / 175)
     assert (iou[2] == 0).all()  # no area: 0, not nan
+
+
+def test_bad_times_and_thresholds():
+    with pytest.raises(ValueError, match="low_threshold"):
+        Sort(high_threshold=0.3, low_threshold=0.5)
+    with pytest.raises(ValueError, match="frame_s"):
+        Sort(frame_s=0)
+    with pytest.raises(ValueError, match="finite"):
+        Sort().update(dets(box(1, 1)), t=float("nan"))
+
+
+# --- lifetimes in seconds --------------------------------------------------------------
+
+
+def lifetime(fps: float, gap_s: float, max_age_s: float = 0.5) -> tuple[list[int], int]:
+    """A walker seen for 1 s, unseen for ``gap_s``, then seen for 1 s, at ``fps`` with
+    injected times: (ids reported in the second second, tracks ended in the gap)."""
+    tracker = Sort(max_age_s=max_age_s, min_hits=3)
+    ended = 0
+    reported: set[int] = set()
+    n = round(fps * (2 + gap_s))
+    for i in range(n):
+        t = 100.0 + i / fps  # any origin
+        seen = t < 101.0 or t >= 101.0 + gap_s - 1e-9
+        out = tracker.update(dets(box(50 + 40 * (t - 100), 100)) if seen else dets(), t=t)
+        ended += len(out.ended)
+        if t >= 101.0 + gap_s:
+            reported.update(t.id for t in out.tracks)
+    return sorted(reported), ended
+
+
+@pytest.mark.parametrize("fps", [10, 30])
+def test_lifetimes_are_seconds_whatever_the_frame_rate(fps: float):
+    # Gone 0.4 s: within max_age_s, the same id goes on, at 4 frames or 12.
+    assert lifetime(fps, 0.4) == ([1], 0)
+    # Gone 0.7 s: the track ended (once) and the walker comes back as a new one.
+    assert lifetime(fps, 0.7) == ([2], 1)
+
+
+def test_variable_stride_predicts_over_the_real_interval():
+    # Moving 100 px/s, detected at uneven intervals (a varying detection stride): the
+    # predicted box must be where the walker is now, not one "frame" further on.
+    tracker = Sort(max_age_s=1.0, min_hits=1)
+    for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):
+        tracker.update(dets(box(100 + 100 * t, 100)), t=t)
+    for t in (0.6, 0.9, 1.0, 1.5):
+        out = tracker.update(dets(box(100 + 100 * t, 100)), t=t)
+        assert ids(out.tracks) == [1]
+        assert out.tracks[0].xyxy[0] == pytest.approx(box(100 + 100 * t, 100)[0], abs=2.0)
+    out = tracker.update(dets(), t=1.8)  # and lost_s counts seconds
+    assert tracker.live[0].lost_s == pytest.approx(0.3)
+
+
+def test_time_never_runs_backwards():
+    tracker, tid = confirmed_tracker(max_age=2)
+    out = tracker.update(dets(box(100, 100)), t=-5.0)  # earlier than the last update
+    assert ids(out.tracks) == [tid]
+
+
+# --- low-score detections (ByteTrack) ---------------------------------------------------
+
+
+def test_low_score_detections_keep_a_track_through_a_dip():
+    tracker = Sort(max_age_s=0.0, min_hits=3, high_threshold=0.5, low_threshold=0.1)
+    scores = [0.9, 0.9, 0.9, 0.3, 0.2, 0.3, 0.9]  # occluded for three frames
+    reported, shown = [], []
+    for f, s in enumerate(scores):
+        out = tracker.update(dets(box(100 + 3 * f, 100)), score=np.array([s * 1.01]))
+        reported.append(ids(out.tracks))
+        shown += [t.score for t in out.tracks]
+    assert reported == [[], [], [1], [1], [1], [1], [1]]  # max_age_s 0: no miss allowed
+    # A low score never shows: the track keeps its last high-score detection's.
+    assert shown == pytest.approx([0.909] * 5)
+    assert tracker.live[0].hits == 7
+
+
+def test_low_score_detections_never_start_a_track():
+    tracker = Sort(max_age_s=1.0, min_hits=1, high_threshold=0.5, low_threshold=0.1)
+    for _ in range(10):
+        out = tracker.update(dets(box(100, 100), box(300, 100)), score=np.array([0.4, 0.05]))
+        assert out.tracks == [] and tracker.live == []
+    # A low-score detection does not keep a track that was lost either.
+    tracker, tid = confirmed_tracker(max_age=10, high_threshold=0.5, low_threshold=0.1)
+    tracker.update(dets())
+    out = tracker.update(dets(box(100, 100)), score=np.array([0.3]))
+    assert out.tracks == []
+    assert ids(tracker.update(dets(box(100, 100)), score=np.array([0.9])).tracks) == [tid]
+
+
+def test_below_low_threshold_is_not_seen():
+    tracker, tid = confirmed_tracker(max_age=0, high_threshold=0.5, low_threshold=0.2)
+    out = tracker.update(dets(box(100, 100)), score=np.array([0.1]))
+    assert out.tracks == [] and ids(out.ended) == [tid]
+
+
+# --- re-association of lost tracks ------------------------------------------------------
+
+
+def test_lost_track_is_found_again_under_its_old_id():
+    # Two walkers; one is hidden for 0.6 s while it keeps walking, and comes back where
+    # its motion said it would be: same id, no end, and the velocity it walked.
+    tracker = Sort(max_age_s=1.0, min_hits=3)
+    first = {}
+    for f in range(60):
+        t = f / 25
+        a, b = box(100 + 60 * t, 100), box(500, 300)
+        hidden = 20 <= f < 35
+        out = tracker.update(dets(b) if hidden else dets(a, b), t=t)
+        assert out.ended == []
+        for tr in out.tracks:
+            side = "a" if tr.xyxy[1] < 200 else "b"
+            first.setdefault(side, tr.id)
+            assert tr.id == first[side]
+        if f == 35:
+            (found,) = [tr for tr in out.tracks if tr.id == first["a"]]
+            assert found.hit_streak == 1 and found.hits == 21
+    x = next(t for t in tracker._targets if t.id == first["a"]).kf.x
+    assert x[4, 0] == pytest.approx(60.0, abs=5.0)  # px/s
+
+
+# --- degenerate input --------------------------------------------------------------------
+
+
+def test_degenerate_scores_and_times():
+    tracker = Sort(min_hits=1, high_threshold=0.5, low_threshold=0.1)
+    out = tracker.update(dets(box(100, 100), box(300, 100)), score=np.array([np.nan, 0.9]))
+    assert len(out.tracks) == 1  # a nan score is dropped with its box
+    for _ in range(3):
+        out = tracker.update(dets(box(300, 100)), score=np.array([0.9]), t=0.0)  # dt 0
+        assert ids(out.tracks) == [1] and np.isfinite(out.tracks[0].xyxy).all()

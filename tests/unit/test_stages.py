@@ -60,7 +60,7 @@ def test_track_stage_runs_processors_gives_device_unique_ids_and_ends_tracks_at_
     out = Collector()
     sink = EventSink("dev", out, first_seq=1)
     seen = []
-    cam = CameraTracking(Sort(max_age=1, min_hits=1), [Lifecycle("dev", "c", ["person"], 60.0), Exploding()],
+    cam = CameraTracking(Sort(max_age_s=0.04, min_hits=1), [Lifecycle("dev", "c", ["person"], 60.0), Exploding()],
                          id_base=100)
     stage = TrackStage({"c": cam}, sink, on_result=seen.append)
     stage.start()

@@ -10,7 +10,7 @@ from appliance.config import mask_secrets
 from appliance.errors import ApplianceError
 from appliance.uplink.commands import Commands
 from appliance.uplink.messages import Topics
-from appliance.uplink.service import PASSWORD_ENV, link_settings
+from appliance.uplink.settings import PASSWORD_ENV, link_settings
 
 
 def _commands(cfg=None, resynced=None, frames=None) -> Commands:

@@ -15,8 +15,9 @@ from tests.uplink_util import SCHEMAS, schema
 
 def test_schemas_are_valid_json_schemas():
     names = sorted(p.name for p in SCHEMAS.glob("*.json"))
-    assert names == ["mqtt-command-result.v1.json", "mqtt-command.v1.json", "mqtt-events.v1.json",
-                     "mqtt-stats.v1.json", "mqtt-status.v1.json"]
+    assert names == ["mqtt-analytics.v1.json", "mqtt-command-result.v1.json", "mqtt-command.v1.json",
+                     "mqtt-counts.v1.json", "mqtt-events.v1.json", "mqtt-selftest.v1.json", "mqtt-stats.v1.json",
+                     "mqtt-status.v1.json"]
     for p in SCHEMAS.glob("*.json"):
         jsonschema.Draft202012Validator.check_schema(json.loads(p.read_text()))
 

@@ -224,7 +224,7 @@ def test_counts_by_label_in_time_buckets(client):
     ("/api/events?limit=0", "limit: must be between 1 and 500, got 0"),
     ("/api/events?limit=ten", "limit: expected an integer, got 'ten'"),
     ("/api/events?since=yesterday", "since: expected unix seconds or an ISO 8601 time, got 'yesterday'"),
-    ("/api/events?type=start", "type: must be one of new, update, end, got 'start'"),
+    ("/api/events?type=start", "type: must be one of new, update, end, line, zone, got 'start'"),
     ("/api/events?cam=gate", "cam: unknown parameter (valid: camera, label"),
     ("/api/events?since=200&until=100", "since: must be before until"),
     ("/api/events?before=-3", "before: must be between 1 and"),
@@ -242,7 +242,7 @@ def test_filters_list_cameras_and_labels(client):
     f = client.get("/api/filters").json
     assert {"gate", "yard"} <= set(f["cameras"])  # "yard" is only in the database
     assert "car" in f["labels"] and "person" in f["labels"]
-    assert f["types"] == ["new", "update", "end"]
+    assert f["types"] == ["new", "update", "end", "line", "zone"]
 
 
 # -- health, config, live ---------------------------------------------------------------

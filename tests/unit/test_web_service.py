@@ -66,7 +66,7 @@ def test_passwd_creates_a_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("track: {max_age: soon}\n", "track.max_age: expected an integer"),
+    ("track: {min_hits: soon}\n", "track.min_hits: expected an integer"),
     ("web: 8080\n", "web: expected a mapping"),
     ("- a list\n", "expected a mapping at the top"),
 ])

@@ -203,7 +203,8 @@ function renderHealth(s) {
   tile(dl, "Uptime", fmt.duration(s.uptime_s), `system ${fmt.duration(s.system_uptime_s)}`);
   const m = s.model || {};
   tile(dl, "Model", `${m.name || "–"} ${m.version || ""}`,
-    `${m.backend || ""} on ${m.device || ""}${m.threads ? `, ${m.threads} thread(s)` : ""}`);
+    `${m.backend || ""} on ${m.device || ""}${m.threads ? `, ${m.threads} thread(s)` : ""}` +
+    (m.status && m.status !== "ready" ? ` · ${m.status}` : ""));
   const c = s.classify || {};
   if (c.state === "unavailable") {
     tile(dl, "Classifier", "unavailable", c.reason || "", "bad");
@@ -254,22 +255,42 @@ function renderCounts(data) {
   chart.update();
 }
 
-// by: "label" (the detector's class) or "classification" (the classifier's type).
-const COUNTS_TITLES = { label: "Objects seen by class", classification: "Objects seen by type" };
+// What the chart counts: new tracks (/api/counts, by the detector's class or the classifier's
+// type), or line crossings and zone entries (/api/rollups, kept per minute).
+const COUNTS_VIEWS = {
+  label: { title: "Objects seen by class", url: "/api/counts", params: { by: "label" },
+    note: "New tracks per class (the detector's): each object counts once, when it is first seen." },
+  classification: { title: "Objects seen by type", url: "/api/counts", params: { by: "classification" },
+    note: "New tracks per type (the classifier's): each object counts once, when it is first seen, under its " +
+      "latest type; objects with no type decided are not counted." },
+  line: { title: "Line crossings", url: "/api/rollups", params: { kind: "line", by: "direction" },
+    note: "Crossings per line and direction (in, out), per minute at the finest." },
+  "line-label": { title: "Line crossings by class", url: "/api/rollups", params: { kind: "line", by: "label" },
+    note: "Crossings per line, direction and class (the detector's), per minute at the finest." },
+  zone: { title: "Zone entries", url: "/api/rollups", params: { kind: "zone", by: "direction", direction: "enter" },
+    note: "Entries per zone, per minute at the finest." },
+  "zone-label": { title: "Zone entries by class", url: "/api/rollups",
+    params: { kind: "zone", by: "label", direction: "enter" },
+    note: "Entries per zone and class (the detector's), per minute at the finest." },
+};
 
 function startCounts() {
   const range = $("#counts-range"), by = $("#counts-by"), note = $("#counts-note");
+  let asked = 0;  // only the answer to the latest question is drawn
   const loop = every(COUNTS_INTERVAL_MS, async () => {
+    const view = COUNTS_VIEWS[by.value];
     const [span, bucket] = range.value.split(":").map(Number);
     const until = Date.now() / 1000;
-    const q = new URLSearchParams({ since: until - span, until, bucket, by: by.value });
-    const data = await getJSON(`/api/counts?${q}`);
-    if ((data.by || "label") === by.value) renderCounts(data);  // not an answer for the other choice
+    const q = new URLSearchParams({ since: until - span, until, bucket, ...view.params });
+    const n = ++asked;
+    const data = await getJSON(`${view.url}?${q}`);
+    if (n === asked) renderCounts(data);
   });
   const showBy = () => {
-    $("#counts-title").textContent = COUNTS_TITLES[by.value];
-    note.textContent = note.dataset[by.value];
-    $("#counts-chart").setAttribute("aria-label", `${COUNTS_TITLES[by.value].toLowerCase()} over time`);
+    const view = COUNTS_VIEWS[by.value];
+    $("#counts-title").textContent = view.title;
+    note.textContent = view.note;
+    $("#counts-chart").setAttribute("aria-label", `${view.title.toLowerCase()} over time`);
   };
   range.addEventListener("change", () => loop.now());
   by.addEventListener("change", () => { showBy(); loop.now(); });
@@ -291,6 +312,13 @@ function classificationCell(c) {
     c.votes !== undefined && c.attempts !== undefined ? `${c.votes} of ${c.attempts} votes` : "",
     [c.model, c.version].filter(Boolean).join(" ")].filter(Boolean).join(" · ");
   return td;
+}
+
+// The event column: the type, and for line and zone events which one and what happened.
+function eventText(e) {
+  if (e.type === "line") return `line ${e.line} ${e.direction}`;
+  if (e.type === "zone") return `zone ${e.zone} ${e.action}`;
+  return e.type;
 }
 
 function startEvents() {
@@ -336,7 +364,7 @@ function startEvents() {
     for (const e of data.events) {
       const tr = el("tr");
       tr.dataset.seq = e.seq;
-      tr.append(el("td", fmt.time(e.ts)), el("td", e.camera), el("td", e.type, `type-${e.type}`),
+      tr.append(el("td", fmt.time(e.ts)), el("td", e.camera), el("td", eventText(e), `type-${e.type}`),
         el("td", String(e.track_id)), el("td", e.label), classificationCell(e.classification),
         el("td", fmt.num(e.score, 2), "score"), el("td", e.id, "id"));
       if (e.snapshot) tr.lastElementChild.append(" ", snapshotLink(e.id));

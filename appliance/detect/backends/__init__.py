@@ -1,9 +1,15 @@
 """Backends run a network; they differ only in how. Each runtime is imported lazily, so a
 missing runtime matters only to the backend that needs it.
 
-Every backend returns an object with this shape (see Backend). A TensorRT backend is a new
-module here with an open_backend(manifest, threads) function, plus one line in OPENERS;
-manifests already accept format 'engine' for it.
+Every backend returns an object with this shape (see Backend). A backend is a module here
+with an open_backend(manifest, threads) function, plus one line in OPENERS. TensorRT
+(backends/tensorrt.py; engines from detect/engine_build.py) also takes the engine options
+(cache folder, precision, DLA, calibration): it runs `engine` models and builds engines
+from `onnx` ones.
+
+`auto` picks by the model's format; for an `onnx` detector it picks TensorRT where TensorRT
+imports and a GPU is present, else ONNX Runtime (which uses its CUDA provider when it has
+one, else the CPU), and says why in one log line.
 
 Backends run detectors (appliance/detect/) and classifiers (appliance/classify/) alike: what
 they need of a manifest is `RunnableModel`, which both kinds of manifest are.
@@ -11,21 +17,28 @@ they need of a manifest is `RunnableModel`, which both kinds of manifest are.
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from appliance.detect.manifest import InputSpec, show_path
 from appliance.errors import ApplianceError
 
+if TYPE_CHECKING:
+    from appliance.detect.engine_cache import EngineOptions
+
+log = logging.getLogger(__name__)
+
 # backend name -> module with open_backend(manifest, threads) -> Backend
 OPENERS = {
     "litert": "appliance.detect.backends.litert",
     "onnxruntime": "appliance.detect.backends.onnxrt",
-    # "tensorrt": "appliance.detect.backends.tensorrt",  # format engine, not written yet
+    "tensorrt": "appliance.detect.backends.tensorrt",
 }
-FORMAT_BACKEND = {"tflite": "litert", "onnx": "onnxruntime", "engine": "tensorrt"}
+FORMAT_BACKEND = {"tflite": "litert", "onnx": "onnxruntime", "engine": "tensorrt"}  # each format's own
+RUNS = {"litert": ("tflite",), "onnxruntime": ("onnx",), "tensorrt": ("onnx", "engine")}  # formats each runs
 BACKENDS = ("auto", "litert", "onnxruntime", "tensorrt")
 
 
@@ -41,7 +54,7 @@ class RunnableModel(Protocol):
 
 
 class Backend(Protocol):
-    name: str  # "litert", "onnxruntime"
+    name: str  # "litert", "onnxruntime", "tensorrt"
     device: str  # "cpu", "edgetpu", "cuda"
     model_file: Path  # the file actually loaded (the Edge TPU one when a Coral is used)
     input_shape: tuple[int, ...]  # -1 for a dynamic dimension
@@ -57,21 +70,47 @@ class Backend(Protocol):
         ...
 
 
-def open_backend(manifest: RunnableModel, backend: str = "auto", threads: int = 1) -> Backend:
+def choose(fmt: str, backend: str = "auto", engines: bool = True) -> tuple[str, str]:
+    """(the backend that runs a model of format `fmt`, why when auto passed TensorRT over).
+
+    engines: the caller can give TensorRT its engine options (detectors can; classifiers
+    stay on their format's backend)."""
+    if backend != "auto":
+        return backend, ""
+    if fmt == "onnx" and engines:
+        from appliance.detect.engine_build import unavailable
+
+        why = unavailable()
+        return ("tensorrt", "") if why is None else ("onnxruntime", why)
+    return FORMAT_BACKEND[fmt], ""
+
+
+def open_backend(manifest: RunnableModel, backend: str = "auto", threads: int = 1,
+                 engine: EngineOptions | None = None) -> Backend:
+    """engine: TensorRT's options; None keeps `auto` off TensorRT (classifiers)."""
     if backend not in BACKENDS:
         raise ApplianceError(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    wanted = FORMAT_BACKEND[manifest.format]
-    if backend != "auto" and backend != wanted:
+    if backend != "auto" and manifest.format not in RUNS[backend]:
+        wanted = FORMAT_BACKEND[manifest.format]
         raise ApplianceError(
             f"backend {backend} cannot run {show_path(manifest.file)} (format {manifest.format}); "
             f"use backend {wanted} or auto"
         )
-    if wanted not in OPENERS:
-        raise ApplianceError(
-            f"{show_path(manifest.path)}: format {manifest.format} needs the {wanted} backend, "
-            "which this version of the appliance does not have"
-        )
-    module = importlib.import_module(OPENERS[wanted])
+    name, why = choose(manifest.format, backend, engines=engine is not None or backend == "tensorrt")
+    if why:
+        log.info("detect.backend auto: not TensorRT (%s); %s runs on ONNX Runtime", why, manifest.file.name)
+    if name == "tensorrt":
+        from appliance.detect.engine_build import unavailable
+
+        problem = unavailable()
+        if problem:
+            what = (f"{show_path(manifest.path)}: format engine needs TensorRT" if backend == "auto"
+                    else "detect.backend: tensorrt needs TensorRT")
+            raise ApplianceError(f"{what}, which cannot run here: {problem}; "
+                                 + ("use an onnx model" if backend == "auto" else "use auto or onnxruntime"))
+    module = importlib.import_module(OPENERS[name])
+    if name == "tensorrt":
+        return module.open_backend(manifest, threads, engine)
     return module.open_backend(manifest, threads)
 
 
