@@ -18,6 +18,7 @@ from pathlib import Path
 from appliance import __version__, paths, safemode
 from appliance import config as config_mod
 from appliance import log as log_setup
+from appliance.argtypes import port, positive_int
 from appliance.errors import ApplianceError
 from appliance.times import parse_time
 
@@ -172,32 +173,6 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_track(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from appliance.config.loader import error_lines
-    from appliance.track import mot
-
-    if args.max_age is not None:
-        raise ApplianceError("--max-age: replaced by --max-age-s, in seconds, not frames (frames / --fps)")
-    track = config_mod.load(args.config).track if args.config else config_mod.TrackConfig()
-    overrides = {k: v for k, v in (("max_age_s", args.max_age_s), ("min_hits", args.min_hits),
-                                   ("iou_threshold", args.iou_threshold)) if v is not None}
-    try:
-        track = config_mod.TrackConfig(**{**track.model_dump(), **overrides})
-    except ValidationError as e:  # an override out of range: name the option
-        lines = (line.split(": ", 1) for line in error_lines(e))
-        raise ApplianceError("\n".join(f"--{k.replace('_', '-')}: {m}" for k, m in lines)) from None
-    high = mot.MOT_HIGH_THRESHOLD if args.high_threshold is None else args.high_threshold
-    return mot.main(args.mot, sys.stdout, args.fps, track, high)
-
-
-def _cmd_analyze(args: argparse.Namespace) -> int:
-    from appliance.analytics import mot
-
-    return mot.main(args.mot, args.config, args.fps, args.size, sys.stdout)
-
-
 def _parse_since(text: str) -> float:
     try:
         return parse_time(text)
@@ -279,33 +254,6 @@ def _cmd_power_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int_arg(lo: int, hi: int | None, what: str):
-    """An argparse type for an integer in [lo, hi], with a message naming the range."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < lo or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-        return value
-    return parse
-
-
-_positive_int = _int_arg(1, None, "a positive integer")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-_port = _int_arg(0, 65535, "a TCP port 0-65535")
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help="database, status and lock (default: $APPLIANCE_DATA_DIR or ./data); "
@@ -316,10 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run the pipeline")
     run.add_argument("--config", help="YAML config (default: the built-in demo)")
-    run.add_argument("--max-frames", type=_positive_int, help="stop each camera after N frames")
+    run.add_argument("--max-frames", type=positive_int, help="stop each camera after N frames")
     run.add_argument("--fast", action="store_true", help="play files as fast as possible, every frame")
     run.add_argument("--loop", action="store_true", help="play files in a loop (sets cameras[].loop)")
-    run.add_argument("--web-port", type=_port, default=os.environ.get("APPLIANCE_WEB_PORT") or None,
+    run.add_argument("--web-port", type=port, default=os.environ.get("APPLIANCE_WEB_PORT") or None,
                      help="dashboard port, overriding web.port; 0 picks a free one "
                           "(default: $APPLIANCE_WEB_PORT, else web.port)")
     run.add_argument("--safe-mode", choices=("auto", "on", "off"),
@@ -368,28 +316,6 @@ def build_parser() -> argparse.ArgumentParser:
     clf.add_argument("--config", help="YAML config for classifier settings")
     clf.set_defaults(func=_cmd_classify)
 
-    trk = sub.add_parser("track", help="run the tracker on MOTChallenge detections, print MOT tracks")
-    trk.add_argument("--mot", required=True, metavar="DET_TXT", help="MOTChallenge det.txt")
-    trk.add_argument("--fps", required=True, type=_positive_float, help="the sequence's frame rate "
-                     "(MOT15 TUD: 25); turns frames into the tracker's seconds")
-    trk.add_argument("--config", help="YAML config whose `track` section to use (default: the defaults)")
-    trk.add_argument("--max-age-s", type=float, help="override track.max_age_s")
-    trk.add_argument("--min-hits", type=_positive_int, help="override track.min_hits")
-    trk.add_argument("--iou-threshold", type=float, help="override track.iou_threshold")
-    trk.add_argument("--high-threshold", type=float,
-                     help="score from which a detection may start a track (default: 0.9, "
-                          "for the MOT15 files' saturated Faster R-CNN scores)")
-    trk.add_argument("--max-age", help=argparse.SUPPRESS)  # renamed: say so
-    trk.set_defaults(func=_cmd_track)
-
-    ana = sub.add_parser("analyze", help="run the tracker and camera `mot`'s lines and zones on MOTChallenge "
-                                         "detections, print the counts (one JSON object)")
-    ana.add_argument("--mot", required=True, metavar="DET_TXT", help="MOTChallenge det.txt")
-    ana.add_argument("--config", required=True, help="YAML config with a camera `mot` (its lines, zones; track)")
-    ana.add_argument("--fps", type=_positive_float, required=True, help="the sequence's frame rate (TUD: 25)")
-    ana.add_argument("--size", metavar="WxH", help="frame size in pixels (default: camera mot's width and height)")
-    ana.set_defaults(func=_cmd_analyze)
-
     pw = sub.add_parser("passwd", help="set the dashboard password (stores only a salted hash)")
     pw.add_argument("--config", default="/etc/appliance/config.yaml",
                     help="YAML config to write web.password_hash into (default: %(default)s)")
@@ -420,10 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("events", parents=[common], help="list stored events")
     ev.add_argument("--since", help="unix seconds or ISO 8601 time; oldest first from then")
-    ev.add_argument("--limit", type=_positive_int, default=50)
+    ev.add_argument("--limit", type=positive_int, default=50)
     ev.add_argument("--json", action="store_true", help="one JSON object per line")
     ev.set_defaults(func=_cmd_events)
 
+    from appliance.track import cli as track_cli
+    track_cli.register(sub)  # appliance track --mot
+    from appliance.analytics import cli as analytics_cli
+    analytics_cli.register(sub)  # appliance analyze --mot
     from appliance.uplink import cli as uplink_cli
     uplink_cli.register(sub, common)  # appliance uplink status
     from appliance.provision import cli as provision_cli
