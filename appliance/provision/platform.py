@@ -1,11 +1,11 @@
-"""Which detector suits this device: TensorRT on a Jetson (once it has a backend), the Edge
-TPU when a Coral is present, LiteRT on the CPU otherwise.
+"""Which detector suits this device: the Edge TPU when a Coral is present, LiteRT on the CPU
+otherwise; TensorRT on a Jetson for an ONNX detector.
 
 The default model, ssd-mobilenet-v2, has a CPU build and an Edge TPU build in one manifest
 (models/ssd-mobilenet-v2/model.yaml): LiteRT runs the Edge TPU build by itself when it
-finds libedgetpu.so.1, so a Coral needs no other model name. TensorRT has no backend yet
-(models/README.md: format `engine`), so a Jetson runs the same model on LiteRT for now,
-and provision says so.
+finds libedgetpu.so.1, so a Coral needs no other model name. TensorRT runs `onnx` models
+only (docs/tensorrt.md), and no general-purpose ONNX detector ships with the appliance, so a
+Jetson runs the default model on LiteRT, and provision says how to use TensorRT instead.
 """
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ def choose(wanted: str, platform: Platform, has_runtime: bool | None = None) -> 
     (auto, litert, edgetpu, tensorrt). ApplianceError when it cannot be had here."""
     section = {"model": DEFAULT_MODEL, "backend": "litert"}
     if wanted == "tensorrt":
-        raise ApplianceError("detector tensorrt: there is no TensorRT backend yet\n  fix: answer detector: auto "
-                             f"(on a Jetson: {DEFAULT_MODEL} on LiteRT, on the CPU)")
+        raise ApplianceError(f"detector tensorrt: TensorRT runs ONNX detectors, and the default {DEFAULT_MODEL} "
+                             "is TFLite\n  fix: answer detector: auto, then set detect.model to your ONNX "
+                             "detector's manifest; detect.backend auto runs it on TensorRT (docs/tensorrt.md)")
     if wanted == "edgetpu" and platform.coral is None:
         raise ApplianceError("detector edgetpu: no Coral found (no /dev/apex_0, no USB 1a6e:089a or 18d1:9302)"
                              "\n  fix: plug the Coral in (USB 3 port) or load its PCIe driver (gasket-dkms), "
@@ -76,7 +77,8 @@ def choose(wanted: str, platform: Platform, has_runtime: bool | None = None) -> 
             notes.append("libedgetpu.so.1 is not installed, so it runs on the CPU until it is: "
                          "apt-get install libedgetpu1-std (Coral's apt repository)")
     elif platform.jetson and wanted == "auto":
-        notes.append(f"Jetson: TensorRT has no backend yet, so {DEFAULT_MODEL} runs on LiteRT (CPU)")
+        notes.append(f"Jetson: {DEFAULT_MODEL} is TFLite, so it runs on LiteRT (CPU); an ONNX detector in "
+                     "detect.model would run on TensorRT (docs/tensorrt.md)")
     else:
         notes.append(f"{DEFAULT_MODEL} on LiteRT (CPU)")
     return section, notes

@@ -34,7 +34,8 @@ def test_choose():
     assert platform.choose("auto", plain) == ({"model": "ssd-mobilenet-v2", "backend": "litert"},
                                               ["ssd-mobilenet-v2 on LiteRT (CPU)"])
     _, notes = platform.choose("auto", jetson)
-    assert notes == ["Jetson: TensorRT has no backend yet, so ssd-mobilenet-v2 runs on LiteRT (CPU)"]
+    assert notes == ["Jetson: ssd-mobilenet-v2 is TFLite, so it runs on LiteRT (CPU); an ONNX detector in "
+                     "detect.model would run on TensorRT (docs/tensorrt.md)"]
     _, notes = platform.choose("auto", coral, has_runtime=True)
     assert notes == ["ssd-mobilenet-v2 on the Edge TPU (Coral: USB 1a6e:089a)"]
     _, notes = platform.choose("edgetpu", coral, has_runtime=False)
@@ -43,5 +44,5 @@ def test_choose():
     assert notes == ["ssd-mobilenet-v2 on LiteRT (CPU)"]
     with pytest.raises(ApplianceError, match="no Coral found.*\n  fix: plug the Coral in"):
         platform.choose("edgetpu", plain)
-    with pytest.raises(ApplianceError, match="no TensorRT backend yet"):
+    with pytest.raises(ApplianceError, match="detector tensorrt: TensorRT runs ONNX detectors"):
         platform.choose("tensorrt", jetson)
