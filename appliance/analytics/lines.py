@@ -39,6 +39,17 @@ def _bump(table: dict, key: str, direction: str) -> None:
     row[direction] += 1
 
 
+def _settled(s: _OnLine) -> str | None:
+    """The direction of a track's net crossing (s.net != 0), now settled: None when that
+    direction was counted for this track already (once per line and direction)."""
+    direction = "in" if s.net > 0 else "out"
+    s.net = 0
+    if direction in s.counted:
+        return None
+    s.counted.add(direction)
+    return direction
+
+
 class LineCounter:
     """One line of one camera: per-track state and the totals."""
 
@@ -61,12 +72,7 @@ class LineCounter:
         s.last = point
         if s.net == 0 or geometry.distance_to_polyline(self.points, point) < margin_px(box_h):
             return None
-        direction = "in" if s.net > 0 else "out"
-        s.net = 0
-        if direction in s.counted:
-            return None
-        s.counted.add(direction)
-        return direction
+        return _settled(s)
 
     def settle(self, track_id: int) -> tuple[str, tuple[float, float]] | None:
         """At the end of the stream: a crossing still short of the margin counts, since no
@@ -75,12 +81,8 @@ class LineCounter:
         s = self._tracks.get(track_id)
         if s is None or s.net == 0:
             return None
-        direction = "in" if s.net > 0 else "out"
-        s.net = 0
-        if direction in s.counted:
-            return None
-        s.counted.add(direction)
-        return direction, s.last
+        direction = _settled(s)
+        return None if direction is None else (direction, s.last)
 
     def count(self, direction: str, label: str, type_: str | None) -> None:
         self.totals[direction] += 1

@@ -102,11 +102,12 @@ def test_bad_config_starts_safe_mode_and_the_dashboard_fixes_it(data_dir, tmp_pa
     cfg.write_text(broken)
     port = free_port()
     log = tmp_path / "safe.log"
+    started = time.time()
     proc = _run(cfg, data_dir, "--safe-mode", "on", "--web-port", str(port), log=log)
     try:
         _wait_http(port, proc, log)
         marker = json.loads((data_dir / "safe-mode.json").read_text())
-        assert marker["config"] == str(cfg) and time.time() - marker["since"] < 600
+        assert marker["config"] == str(cfg) and started <= marker["since"] <= time.time()  # this start's
         assert marker["errors"] == [
             f"{cfg}: device.colour: unknown key (valid keys: id)",
             f"{cfg}: detect.threshold: must be between 0.0 and 1.0, got 7"]

@@ -114,9 +114,13 @@ def _logged_in(app):
     c = app.test_client()
     r = c.post("/login", data={"password": PASSWORD, "csrf_token": _csrf(c)})
     assert r.status_code == 302
-    html = c.get("/").get_data(as_text=True)
-    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
-    return c, token
+    return c, _api_token(c)
+
+
+def _api_token(client) -> str:
+    """The CSRF token the dashboard gives its scripts (a <meta> tag)."""
+    html = client.get("/").get_data(as_text=True)
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
 
 
 def _put(client, token, camera, body, **kw):
@@ -300,7 +304,7 @@ def test_without_a_config_file_saving_is_refused_with_what_to_do(tmp_path, asset
     cfg = config.load(None)
     app = create_app(cfg, _Status(), tmp_path / "appliance.db", LiveView(LABELS))
     c = app.test_client()  # no password: local only, no login
-    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', c.get("/").get_data(as_text=True)).group(1)
+    token = _api_token(c)
     listed = c.get("/api/analytics").get_json()
     assert listed["editable"] is False and "--config FILE" in listed["reason"]
     r = _put(c, token, "demo", NEW_LINES)
@@ -314,7 +318,7 @@ def test_a_file_without_cameras_gets_the_default_camera_written_out(tmp_path, as
     cfg = config.load(path, assets_dir)
     app = create_app(cfg, _Status(), tmp_path / "appliance.db", config_path=path)
     c = app.test_client()
-    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', c.get("/").get_data(as_text=True)).group(1)
+    token = _api_token(c)
     r = _put(c, token, "demo", {"lines": [{"name": "door", "points": [[0.1, 0.5], [0.9, 0.5]]}]})
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["applied"] is False and "next start" in r.get_json()["note"]  # no pipeline here
@@ -331,7 +335,7 @@ def test_a_flow_style_camera_becomes_a_block_and_a_missing_one_is_a_409(tmp_path
     cfg = config.load(path, assets_dir)
     app = create_app(cfg, _Status(), tmp_path / "appliance.db", config_path=path)
     c = app.test_client()
-    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', c.get("/").get_data(as_text=True)).group(1)
+    token = _api_token(c)
     r = _put(c, token, "demo", {"lines": [{"name": "door", "points": [[0.1, 0.5], [0.9, 0.5]]}]})
     assert r.status_code == 200, r.get_json()
     text = path.read_text()
