@@ -244,6 +244,8 @@ def test_the_processor_follows_the_policy(frames, writer):
     p = Snapshots("north", LABELS, writer, cfg, classified={"car"})
     box = (200, 150, 300, 250)
     tracks = {1: (0.9, PERSON), 2: (0.5, PERSON), 3: (0.9, CAR), 4: (0.9, CAR), 5: (0.9, CAR)}
+    # Read before processing: the writer's thread may save as soon as a crop is offered.
+    before = {k: _metric("appliance_snapshots_saved_total", reason=k) for k in snap.REASONS}
     p.process(_result(f, 1, [_track(t, box, s, c) for t, (s, c) in tracks.items()]))
     # The classifier decided 4 (sure) and 5 (unsure); 3 stays undecided.
     attrs = {4: {"classification": {"label": "suv", "score": 0.93}},
@@ -254,7 +256,6 @@ def test_the_processor_follows_the_policy(frames, writer):
     p.process(r)
     got = {t: a.get("snapshot") for t, a in r.attributes.items() if "snapshot" in a}
     assert got == {2: "north-2.jpg", 3: "north-3.jpg", 5: "north-5.jpg"}
-    before = {k: _metric("appliance_snapshots_saved_total", reason=k) for k in snap.REASONS}
     _drain(writer)
     assert sorted(x.name for x in writer.folder.iterdir()) == ["north-2.jpg", "north-3.jpg", "north-5.jpg"]
     assert writer.saved == {"low_detection": 1, "undecided": 1, "low_classification": 1}
