@@ -362,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub = model_cli.register(sub, common)  # appliance model list|install|activate|rollback
     from appliance.detect import engine_cli
     engine_cli.register(model_sub, common)  # appliance model build (TensorRT engines)
+    from appliance.detect import tflite_onnx
+    tflite_onnx.register(model_sub, common)  # appliance model convert (the default detector as ONNX)
     return p
 
 

@@ -227,7 +227,8 @@ def build(a: Answers, opt: Options, out: TextIO, outcome: Outcome | None = None)
     data["device"] = {**data.get("device", {}), "id": a.device_id}
     data["cameras"] = _cameras(a, opt, o, outcome)
     try:
-        detect, notes = platform.choose(a.detector, platform.detect(opt.root))
+        detect, notes = platform.choose(a.detector, platform.detect(opt.root),
+                                        onnx_ready=platform.onnx_model_ready(opt.assets_dir))
     except ApplianceError as e:
         raise StepFailed("detector", *_split_fix(e)) from None
     data["detect"] = {**data.get("detect", {}), **detect}

@@ -34,8 +34,14 @@ def test_choose():
     assert platform.choose("auto", plain) == ({"model": "ssd-mobilenet-v2", "backend": "litert"},
                                               ["ssd-mobilenet-v2 on LiteRT (CPU)"])
     _, notes = platform.choose("auto", jetson)
-    assert notes == ["Jetson: ssd-mobilenet-v2 is TFLite, so it runs on LiteRT (CPU); an ONNX detector in "
-                     "detect.model would run on TensorRT (docs/tensorrt.md)"]
+    assert notes == ["Jetson: ssd-mobilenet-v2 is TFLite, so it runs on LiteRT (CPU); `appliance model convert` "
+                     "makes ssd-mobilenet-v2-onnx, which runs on TensorRT (docs/tensorrt.md)"]
+    # With the converted detector there (Dockerfile.l4t's image), a Jetson gets TensorRT.
+    section, notes = platform.choose("auto", jetson, onnx_ready=True)
+    assert section == {"model": "ssd-mobilenet-v2-onnx", "backend": "auto"} and "on TensorRT" in notes[0]
+    assert platform.choose("auto", plain, onnx_ready=True)[0]["model"] == "ssd-mobilenet-v2"  # no GPU: LiteRT
+    assert platform.choose("tensorrt", jetson, onnx_ready=True)[0] == {"model": "ssd-mobilenet-v2-onnx",
+                                                                      "backend": "tensorrt"}
     _, notes = platform.choose("auto", coral, has_runtime=True)
     assert notes == ["ssd-mobilenet-v2 on the Edge TPU (Coral: USB 1a6e:089a)"]
     _, notes = platform.choose("edgetpu", coral, has_runtime=False)
@@ -44,5 +50,6 @@ def test_choose():
     assert notes == ["ssd-mobilenet-v2 on LiteRT (CPU)"]
     with pytest.raises(ApplianceError, match="no Coral found.*\n  fix: plug the Coral in"):
         platform.choose("edgetpu", plain)
-    with pytest.raises(ApplianceError, match="detector tensorrt: TensorRT runs ONNX detectors"):
+    with pytest.raises(ApplianceError, match="detector tensorrt: TensorRT runs ONNX detectors.*\n  fix: run "
+                                             "`appliance model convert`"):
         platform.choose("tensorrt", jetson)
