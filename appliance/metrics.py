@@ -119,7 +119,8 @@ CLASSIFY_DROPPED = Counter("appliance_classify_dropped_total",
                            "or no usable crop", ["reason"])
 CLASSIFY_DECISION_SECONDS = Histogram(
     "appliance_classify_decision_seconds",
-    "From a track's first confirmed frame to the frame its type was decided (capture times)",
+    "From a track's first confirmed frame to the frame its type was decided (capture times; 0 when "
+    "decided before it was confirmed)",
     buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0))
 CLASSIFY_TRACKS = Counter("appliance_classify_tracks_total",
                           "Tracks of classified classes at their end, by whether their type was decided",

@@ -22,6 +22,9 @@ class FrameResult:
     inference_s: float = 0.0  # detector time spent on this frame
     # Set by the track stage. Track ids are unique on this device across restarts.
     tracks: list[Track] = field(default_factory=list)  # confirmed tracks matched this frame
+    # Tracks matched this frame but not confirmed yet: never reported (no events); the
+    # classifier starts on them, so that a type can be known by the time a track is new.
+    tentative: list[Track] = field(default_factory=list)
     ended: list[Track] = field(default_factory=list)  # tracks that ended with this frame
     final: bool = False  # the camera's stream ended: `ended` holds every track still live
     # Per track id, what processors learnt (e.g. {"classification": {...}}).

@@ -7,7 +7,8 @@ margin away from the line: a non-zero sum is a crossing in its direction, then t
 starts again from 0. A box that jitters across the line crosses back and forth (the sum
 stays near 0) and never gets the margin away on the other side until it really walks
 on, so jitter never counts. A track counts at most once per line and direction. When
-the stream ends (a file's last frame), a crossing short of the margin counts.
+the stream ends (a file's last frame), a crossing short of the margin counts. A track
+that continues a broken one (stitch.py) carries on from where that one was last seen.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def margin_px(box_h: float) -> float:
 
 @dataclass
 class _OnLine:
+    first: tuple[float, float]
     last: tuple[float, float]
     net: int = 0  # crossings (+1 in, -1 out) not settled yet
     counted: set = field(default_factory=set)  # directions already counted for this track
@@ -61,13 +63,20 @@ class LineCounter:
         self.by_type: dict[str, dict[str, int]] = {}
         self._tracks: dict[int, _OnLine] = {}
 
-    def update(self, track_id: int, point: tuple[float, float], box_h: float) -> str | None:
+    def update(self, track_id: int, point: tuple[float, float], box_h: float,
+               continues: int | None = None) -> str | None:
         """The track's reference point this frame; "in" or "out" when a crossing is
-        settled now (the caller counts it with count())."""
+        settled now (the caller counts it with count()). `continues`: a lost track that
+        this one continues (stitch.py): the way from where that one was last seen to
+        where this one was first seen counts as walked, with that one's unsettled
+        crossings, and the two count at most once per direction together."""
         s = self._tracks.get(track_id)
         if s is None:
-            self._tracks[track_id] = _OnLine(point)
-            return None
+            s = self._tracks[track_id] = _OnLine(point, point)
+        old = None if continues is None else self._tracks.get(continues)
+        if old is not None:
+            s.net += old.net + geometry.cross_polyline(self.points, old.last, s.first)
+            s.counted |= old.counted
         s.net += geometry.cross_polyline(self.points, s.last, point)
         s.last = point
         if s.net == 0 or geometry.distance_to_polyline(self.points, point) < margin_px(box_h):

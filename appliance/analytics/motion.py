@@ -54,6 +54,7 @@ class Motion:
     heading_deg: float | None  # None while the track stands still
     speed_px_s: float
     speed_kmh: float | None = None  # with a calibration only
+    velocity_px_s: tuple[float, float] = (0.0, 0.0)  # in the image (x, y), for continuing broken tracks
 
     def fields(self) -> dict:
         """For events and attributes: rounded, unknowns left out."""
@@ -127,12 +128,13 @@ class MotionEstimator:
         vx, vy = _slope(ts, list(w.px))
         speed_px = math.hypot(vx, vy)
         heading = heading_deg(vx, vy) if speed_px >= STILL_BOXES_PER_S * size else None
+        v = (vx, vy)
         if self.plane is None:
-            return Motion(heading, speed_px)
+            return Motion(heading, speed_px, velocity_px_s=v)
         if any(m is None for m in w.m):
-            return Motion(None, speed_px)
+            return Motion(None, speed_px, velocity_px_s=v)
         vX, vY = _slope(ts, list(w.m))
         kmh = math.hypot(vX, vY) * 3.6
         if kmh > MAX_SPEED_KMH:
-            return Motion(None, speed_px)
-        return Motion(heading_deg(vX, vY) if kmh >= STILL_KMH else None, speed_px, kmh)
+            return Motion(None, speed_px, velocity_px_s=v)
+        return Motion(heading_deg(vX, vY) if kmh >= STILL_KMH else None, speed_px, kmh, v)

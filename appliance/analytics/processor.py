@@ -3,7 +3,9 @@ lifecycle (pipeline.TRACK_PROCESSORS).
 
 Per frame, for each confirmed track: its reference point, its motion (speed, heading),
 then every line and zone of the camera. Events go into `result.events` (numbered by the
-sink with the rest); the track's motion into `result.attributes[id]["motion"]`.
+sink with the rest); the track's motion into `result.attributes[id]["motion"]`. A new
+track that continues a lost one (stitch.py) carries on that one's line state, so a
+crossing in the gap between them counts.
 
 The geometry is resolved to pixels at the first frame (fractions need the frame size),
 and again when the frame size changes or `reconfigure()` gave new lines and zones; a
@@ -22,6 +24,7 @@ from appliance.analytics import geometry
 from appliance.analytics.events import LineEvent, ZoneEvent
 from appliance.analytics.lines import LineCounter
 from appliance.analytics.motion import GroundPlane, Motion, MotionEstimator
+from appliance.analytics.stitch import Stitcher
 from appliance.analytics.zones import Visit, ZoneWatcher
 from appliance.config.analytics import check_frame_bounds
 from appliance.config.base import Problems
@@ -33,7 +36,10 @@ log = logging.getLogger(__name__)
 
 
 class CameraAnalytics:
-    def __init__(self, device_id: str, camera_id: str, labels: Sequence[str], camera_cfg: Any):
+    def __init__(self, device_id: str, camera_id: str, labels: Sequence[str], camera_cfg: Any,
+                 continue_tracks: bool = True):
+        """`continue_tracks`: a new track may continue a lost one on the lines (stitch.py);
+        off only to count perfect tracks as they are (scripts/bench counts, "on truth")."""
         self.device_id, self.camera_id, self.labels = device_id, camera_id, labels
         self._lock = threading.Lock()
         self._cfg = camera_cfg
@@ -43,6 +49,7 @@ class CameraAnalytics:
         self.lines: dict[str, LineCounter] = {}
         self.zones: dict[str, ZoneWatcher] = {}
         self.motion = MotionEstimator()
+        self.stitch = Stitcher() if continue_tracks else None
         self._model: dict | None = None  # the detector of the latest frame, for the events
 
     # -- other threads --------------------------------------------------------------------
@@ -115,12 +122,18 @@ class CameraAnalytics:
                 return
             if r.model is not None:  # a final result (stream end) has none: the last one made it
                 self._model = r.model
+            live = {t.id for t in r.tracks}
+            links = self.stitch.decide(r.frame.t, live) if self.stitch is not None else {}
             for t in r.tracks:
-                self._track(r, t)
+                self._track(r, t, links.get(t.id), (w, h), live)
             for t in r.ended:
                 self._ended(r, t)
+            if self.stitch is not None:
+                for track_id in self.stitch.sweep(r.frame.t):
+                    self._forget(track_id)
 
-    def _track(self, r: FrameResult, t: Track) -> None:
+    def _track(self, r: FrameResult, t: Track, continues: int | None, size: tuple[int, int],
+               live: set[int]) -> None:
         label = label_name(self.labels, int(t.class_id))
         attrs = r.attributes.get(t.id, {})
         cls = attrs.get("classification")
@@ -132,11 +145,13 @@ class CameraAnalytics:
         m = self.motion.update(t.id, now, geometry.anchor_point(box), box_h)
         if m is not None:
             r.attributes.setdefault(t.id, {})["motion"] = m.fields()
+        if self.stitch is not None:
+            self.stitch.seen(t.id, now, box, label, size, None if m is None else m.velocity_px_s, live)
         for line in self.lines.values():
             if line.cfg.classes and label not in line.cfg.classes:
                 continue
             point = geometry.anchor_point(box, line.cfg.anchor)
-            direction = line.update(t.id, point, box_h)
+            direction = line.update(t.id, point, box_h, continues)
             if direction is not None:
                 line.count(direction, label, type_)
                 r.events.append(LineEvent(
@@ -168,8 +183,14 @@ class CameraAnalytics:
                 r.events.append(LineEvent(
                     **self._common(t, label, r.frame.t_capture_wall, r.frame.seq), type="line",
                     line=line.cfg.name, direction=direction, point=_rounded(point), classification=cls))
-            line.drop(t.id)
+        if r.final or self.stitch is None or self.stitch.end(t.id):
+            self._forget(t.id)
+        # else a new track may still continue it: its line state stays until sweep() says
         self.motion.drop(t.id)
+
+    def _forget(self, track_id: int) -> None:
+        for line in self.lines.values():
+            line.drop(track_id)
 
     def _common(self, t: Track, label: str, ts: float, frame_seq: int) -> dict:
         return {"id": "", "seq": 0, "device": self.device_id, "camera": self.camera_id, "ts": ts,

@@ -3,11 +3,10 @@
 Two halves, so that classification never slows detection or tracking:
 
 - `ClassifyTracks`, a track processor (one per camera, on the track thread). For each
-  frame it decides which tracks are worth a crop: confirmed, of a classified class,
-  not yet decided, due (`classify.interval_frames` since the last request), and with a
-  crop worth classifying (at least the model's `min_size`, not cut by the frame edge,
-  from a detection matched this frame). It cuts the crop and hands it over, then
-  applies the votes that came back and writes the decision into
+  frame it decides which tracks are worth a crop: of a classified class, not yet
+  decided, due, and with a crop worth classifying (at least the model's `min_size`, not
+  cut by the frame edge, from a detection matched this frame). It cuts the crop and
+  hands it over, then applies the votes that came back and writes the decision into
   `result.attributes[track_id]["classification"]`, where the lifecycle events and the
   live view find it.
 - `ClassifierStage`, one thread for all cameras, with a bounded latest-wins queue of
@@ -15,9 +14,14 @@ Two halves, so that classification never slows detection or tracking:
   token bucket caps its work at `classify.budget` crops per second; requests over it
   are counted and not made.
 
-A track's type is decided once its leading type has `min_votes` votes and at least
-`min_share` of them; then no more work is done on it, so the type never flickers. After
-`max_attempts` classified crops an undecided track stays undecided.
+When: from a track's first detection, before it is confirmed (`result.tentative`), one
+crop a frame until `min_votes` have been asked for, then one every
+`classify.interval_frames`. So a type is often known when the track's `new` event goes
+out, and a car seen for a handful of frames still gets one; a tentative track that the
+tracker drops is forgotten. A track's type is decided once its leading type has
+`min_votes` votes and at least `min_share` of them; then no more work is done on it, so
+the type never flickers. After `max_attempts` classified crops an undecided track stays
+undecided.
 """
 from __future__ import annotations
 
@@ -134,10 +138,12 @@ class ClassifierStage(QueueStage):
 @dataclass
 class _Votes:
     label: str  # the detector's label of the track
-    first_ts: float  # capture time of the first frame it was seen in, confirmed
+    confirmed_ts: float | None = None  # capture time of its first confirmed frame
+    decided_ts: float | None = None
     votes: Counter = field(default_factory=Counter)
     scores: dict = field(default_factory=dict)  # type -> summed score
     attempts: int = 0  # crops classified
+    requests: int = 0  # crops asked for
     last_request: int = -(10**9)  # frame seq of the last request
     decided: dict | None = None
 
@@ -156,22 +162,31 @@ class ClassifyTracks:
         return label_name(self.labels, int(t.class_id))
 
     def process(self, r: FrameResult) -> None:
-        self._apply_replies(r.frame.t_capture_wall)
+        now = r.frame.t_capture_wall
+        self._apply_replies(now)
         image = r.frame.image
         h, w = image.shape[:2]
-        for t in r.tracks:
+        for t in [*r.tentative, *r.tracks]:
             v = self._tracks.get(t.id)
             if v is None:
                 label = self._label(t)
                 if label not in self.classes:
                     continue
-                v = self._tracks[t.id] = _Votes(label, r.frame.t_capture_wall)
+                v = self._tracks[t.id] = _Votes(label)
+            if t.confirmed and v.confirmed_ts is None:
+                v.confirmed_ts = now
+                self._observe_decision(v)
             if v.decided is None and self._due(v, r.frame.seq) and whole(t.xyxy, w, h):
                 crop = self.stage.classifier.crop(image, t.xyxy)
                 if crop is None:
                     metrics.CLASSIFY_DROPPED.labels("crop").inc()
                 elif self.stage.offer(Request(crop, lambda p, tid=t.id: self._replies.append((tid, p)))):
                     v.last_request = r.frame.seq
+                    v.requests += 1
+        # A tentative track not matched this frame is gone: the tracker drops it unreported.
+        live = {t.id for t in [*r.tentative, *r.tracks]}
+        for tid in [tid for tid, v in self._tracks.items() if v.confirmed_ts is None and tid not in live]:
+            del self._tracks[tid]
         for t in [*r.tracks, *r.ended]:
             v = self._tracks.get(t.id)
             if v is not None and v.decided is not None:
@@ -182,7 +197,13 @@ class ClassifyTracks:
                 metrics.CLASSIFY_TRACKS.labels("decided" if v.decided else "undecided").inc()
 
     def _due(self, v: _Votes, seq: int) -> bool:
-        return v.attempts < self.cfg.max_attempts and seq - v.last_request >= self.cfg.interval_frames
+        interval = 1 if v.requests < self.cfg.min_votes else self.cfg.interval_frames
+        return v.attempts < self.cfg.max_attempts and seq - v.last_request >= interval
+
+    def _observe_decision(self, v: _Votes) -> None:
+        """Confirmation to decision (0 when decided before), once both have happened."""
+        if v.confirmed_ts is not None and v.decided_ts is not None:
+            metrics.CLASSIFY_DECISION_SECONDS.observe(max(0.0, v.decided_ts - v.confirmed_ts))
 
     def _apply_replies(self, now_ts: float) -> None:
         while self._replies:
@@ -198,7 +219,8 @@ class ClassifyTracks:
                 c = self.stage.classifier
                 v.decided = {"label": best, "score": round(v.scores[best] / n, 4), "votes": n,
                              "attempts": v.attempts, "model": c.name, "version": c.version}
-                metrics.CLASSIFY_DECISION_SECONDS.observe(max(0.0, now_ts - v.first_ts))
+                v.decided_ts = now_ts
+                self._observe_decision(v)
 
 
 def whole(xyxy: np.ndarray, w: int, h: int) -> bool:

@@ -20,7 +20,8 @@ class ClassifyConfig(Section):
     classes: list[Text] = key(factory=lambda: list(DEFAULT_CLASSES), type="list of labels",
                               shown=", ".join(DEFAULT_CLASSES), doc="detector labels whose tracks are classified")
     interval_frames: int = key(3, lo=1, hi=1000,
-                               doc="frames between two classification attempts of one track")
+                               doc="frames between two classification attempts of one track, once `min_votes` crops "
+                                   "have been asked for (those go one a frame)")
     min_votes: int = key(3, lo=1, hi=100, doc="votes the winning type needs before it is decided")
     min_share: float = key(0.6, lo=0.0, hi=1.0,
                            doc="share of the votes the winning type needs before it is decided")

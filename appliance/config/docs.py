@@ -82,12 +82,14 @@ affected). If you set `OPENCV_FFMPEG_CAPTURE_OPTIONS` yourself, it wins and
     ("detect", "`detect`", "", ""),
     ("track", "`track` (SORT)", "", ""),
     ("classify", "`classify` (the type of each tracked vehicle; appliance/classify/, docs/classify.md)", "", """\
-A track of `classes` is classified once confirmed, then every `interval_frames` frames,
-on crops worth it (at least the model's `min_size`, not cut by the frame's edge), until
-its leading type has `min_votes` votes and `min_share` of them; then never again, so the
-type does not flicker. A classifier that cannot be loaded (its model missing) leaves the
-appliance running without classification: one log line, `classify.state: unavailable` in
-the status and on the dashboard, and a warning from `appliance config check`.
+A track of `classes` is classified from its first detection, before it is confirmed: one
+crop a frame until `min_votes` have been asked for, then one every `interval_frames`
+frames, on crops worth it (at least the model's `min_size`, not cut by the frame's edge),
+until its leading type has `min_votes` votes and `min_share` of them; then never again, so
+the type does not flicker. A type decided by confirmation is in the track's `new` event.
+A classifier that cannot be loaded (its model missing) leaves the appliance running
+without classification: one log line, `classify.state: unavailable` in the status and on
+the dashboard, and a warning from `appliance config check`.
 """),
     ("events", "`events`", "", ""),
     ("snapshots", "`snapshots` (the best crop of the tracks worth a look; appliance/events/snapshots.py)", "", """\

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -62,16 +63,20 @@ class Track:
 class TrackerOutput:
     tracks: list[Track]  # matched this update and confirmed (or in warm-up, if enabled)
     ended: list[Track]  # confirmed tracks deleted in this update
+    tentative: list[Track] = field(default_factory=list)  # matched, not confirmed yet: never reported
 
 
 class _Target:
-    """The tracker's mutable state for one target."""
+    """The tracker's mutable state for one target, but for its filter: that is row
+    ``row`` of the tracker's ``kalman.Filters`` (rows follow the targets' order)."""
 
-    __slots__ = ("kf", "id", "score", "votes", "class_id", "hits", "hit_streak", "age",
+    __slots__ = ("filters", "row", "id", "score", "votes", "class_id", "hits", "hit_streak", "age",
                  "time_since_update", "confirmed", "t_match")
 
-    def __init__(self, track_id: int, z: np.ndarray, score: float, class_id: int, t: float) -> None:
-        self.kf = kalman.new_filter(z)
+    def __init__(self, filters: kalman.Filters, row: int, track_id: int, score: float, class_id: int,
+                 t: float) -> None:
+        self.filters = filters
+        self.row = row
         self.id = track_id
         self.score = score
         self.votes = {class_id: 1}
@@ -83,9 +88,14 @@ class _Target:
         self.confirmed = False
         self.t_match = t
 
-    def update(self, z: np.ndarray, score: float, class_id: int, t: float) -> None:
-        """Correct the filter with measurement ``z`` (4, 1) at time ``t`` and count the hit."""
-        self.kf.update(z)
+    @property
+    def kf(self) -> SimpleNamespace:
+        """The filter's ``x`` (7, 1) and ``P`` (7, 7), as views into the tracker's arrays
+        (for inspection; valid until the next update)."""
+        return SimpleNamespace(x=self.filters.x[self.row], P=self.filters.P[self.row])
+
+    def update(self, score: float, class_id: int, t: float) -> None:
+        """Count a hit at time ``t`` (the filter is corrected by the tracker, in a batch)."""
         self.t_match = t
         if score == score:  # nan: a low-score detection, which keeps the last high score
             self.score = score
@@ -147,6 +157,7 @@ class Sort:
         self.frame_count = 0
         self._t: float | None = None  # time of the last update
         self._targets: list[_Target] = []
+        self._filters = kalman.Filters()  # row i is _targets[i]'s
         self._next_id = 1
 
     @property
@@ -154,7 +165,7 @@ class Sort:
         """Snapshots of every live track, confirmed or not."""
         if not self._targets:
             return []
-        boxes = _boxes(self._targets)
+        boxes = self._filters.boxes()
         now = self._t or 0.0
         return [t.snapshot(boxes[i], now) for i, t in enumerate(self._targets)]
 
@@ -172,16 +183,16 @@ class Sort:
         warmup = self.report_warmup and self.frame_count <= self.min_hits
 
         targets = self._targets
+        filters = self._filters
         if targets:
-            model = kalman.dt_model(dt)  # one (F, Q) for every target: all move dt ahead
+            filters.predict(kalman.dt_model(dt))  # all move dt ahead
             for tg in targets:
-                kalman.predict(tg.kf, model)
                 tg.age += 1
                 tg.time_since_update += 1
-            boxes = _boxes(targets)
+            boxes = filters.boxes()
             bad = ~np.isfinite(boxes).all(axis=1)
             if bad.any():
-                targets, boxes = _drop(targets, boxes, bad, ended, now)
+                targets, boxes = self._drop(boxes, bad, ended, now)
         else:
             boxes = np.zeros((0, 4))
 
@@ -192,35 +203,36 @@ class Sort:
         # A low-score match keeps the track's score: it never shows as a detection's.
         scores = np.where(high, score, np.nan).tolist()
         classes = class_id.tolist()
-        # Targets whose box comes from a detection. (Array methods, not np.flatnonzero and
-        # np.ones: the hot path avoids numpy's Python-level wrappers.)
-        fresh = (det_of >= 0).nonzero()[0].tolist()
-        for k in fresh:
-            d = int(det_of[k])
-            targets[k].update(z[:, d : d + 1], scores[d], classes[d], now)
-        for d in new.tolist():
-            fresh.append(len(targets))
-            targets.append(_Target(self._next_id, z[:, d], scores[d], classes[d], now))
-            self._next_id += 1
-        if fresh:
-            # Unmatched targets keep their predicted box; the others moved.
-            cur = np.empty((len(targets), 4))
-            cur[: len(boxes)] = boxes
-            cur[fresh] = kalman.states_to_xyxy(np.concatenate([targets[i].kf.x for i in fresh], axis=1))
+        # Targets whose box comes from a detection. (Array methods, not np.flatnonzero:
+        # the hot path avoids numpy's Python-level wrappers.)
+        matched = (det_of >= 0).nonzero()[0]
+        if len(matched):
+            matched_dets = det_of[matched]
+            filters.update(matched, z[:, matched_dets])
+            for k, d in zip(matched.tolist(), matched_dets.tolist()):
+                targets[k].update(scores[d], classes[d], now)
+        if len(new):
+            filters.add(z[:, new])
+            for d in new.tolist():
+                targets.append(_Target(filters, len(targets), self._next_id, scores[d], classes[d], now))
+                self._next_id += 1
+        if len(matched) or len(new):
+            # All rows at once: unmatched ones give their predicted box again.
+            cur = filters.boxes()
             bad = ~np.isfinite(cur).all(axis=1)
             if bad.any():
-                targets, cur = _drop(targets, cur, bad, ended, now)
+                targets, cur = self._drop(cur, bad, ended, now)
         else:
             cur = boxes
 
         tracks: list[Track] = []
+        tentative: list[Track] = []
         survivors: list[_Target] = []
         for i, tg in enumerate(targets):
             if tg.time_since_update == 0:
                 if tg.hit_streak >= self.min_hits or warmup:
                     tg.confirmed = True
-                if tg.confirmed:
-                    tracks.append(tg.snapshot(cur[i], now))
+                (tracks if tg.confirmed else tentative).append(tg.snapshot(cur[i], now))
                 survivors.append(tg)
             elif not tg.confirmed:
                 pass  # missed before it was confirmed: gone, unreported
@@ -229,8 +241,10 @@ class Sort:
             else:
                 tg.hit_streak = 0
                 survivors.append(tg)
+        if len(survivors) < len(targets):
+            self._keep(survivors)
         self._targets = survivors
-        return TrackerOutput(tracks, ended)
+        return TrackerOutput(tracks, ended, tentative)
 
     def flush(self) -> list[Track]:
         """End every live confirmed track (the source ended or shutdown) and reset.
@@ -239,6 +253,7 @@ class Sort:
         """
         ended = [t for t in self.live if t.confirmed]
         self._targets = []
+        self._filters = kalman.Filters()
         self.frame_count = 0
         self._t = None
         return ended
@@ -257,6 +272,25 @@ class Sort:
                 now = last
         self._t = now
         return now, 0.0 if last is None else now - last
+
+    def _keep(self, survivors: list[_Target]) -> None:
+        """Keep only ``survivors`` (in order) and their filters' rows."""
+        self._filters.keep(np.array([tg.row for tg in survivors], dtype=np.intp))
+        for i, tg in enumerate(survivors):
+            tg.row = i
+
+    def _drop(self, boxes: np.ndarray, bad: np.ndarray, ended: list[Track],
+              now: float) -> tuple[list[_Target], np.ndarray]:
+        """Remove targets whose filter diverged (nan, non-positive area or aspect)."""
+        targets = self._targets
+        for i in np.flatnonzero(bad).tolist():
+            log.debug("dropping track %d: degenerate box estimate", targets[i].id)
+            if targets[i].confirmed:
+                ended.append(targets[i].snapshot(boxes[i], now))
+        keep = ~bad
+        self._targets = [t for t, k in zip(targets, keep.tolist()) if k]
+        self._keep(self._targets)
+        return self._targets, boxes[keep]
 
     def _associate(self, targets: list[_Target], boxes: np.ndarray, dets: np.ndarray,
                    high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -308,22 +342,6 @@ def _round(iou: np.ndarray, d_idx: np.ndarray, t_idx: np.ndarray, threshold: flo
     t_used = np.zeros(len(t_idx), dtype=bool)
     t_used[cols] = True
     return d_idx[~d_used], t_idx[~t_used]
-
-
-def _boxes(targets: list[_Target]) -> np.ndarray:
-    """Current boxes of all targets, (T, 4); one concatenate, not T conversions."""
-    return kalman.states_to_xyxy(np.concatenate([t.kf.x for t in targets], axis=1))
-
-
-def _drop(targets: list[_Target], boxes: np.ndarray, bad: np.ndarray, ended: list[Track],
-          now: float) -> tuple[list[_Target], np.ndarray]:
-    """Remove targets whose filter diverged (nan, non-positive area or aspect)."""
-    for i in np.flatnonzero(bad).tolist():
-        log.debug("dropping track %d: degenerate box estimate", targets[i].id)
-        if targets[i].confirmed:
-            ended.append(targets[i].snapshot(boxes[i], now))
-    keep = ~bad
-    return [t for t, k in zip(targets, keep.tolist()) if k], boxes[keep]
 
 
 def _clean_detections(xyxy, score, class_id) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

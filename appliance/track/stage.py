@@ -102,6 +102,7 @@ class TrackStage(QueueStage):
         d = item.detections
         out = cam.tracker.update(d.xyxy, d.score, d.class_id, t=item.frame.t)
         item.tracks = self._unique(cam, out.tracks)
+        item.tentative = self._unique(cam, out.tentative)
         item.ended = self._unique(cam, out.ended)
         self._process(cam, item)
         cam.frames += 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from appliance.capture.frame import Frame
@@ -51,13 +52,13 @@ class Scripted:
         return image[y1:y2, x1:x2]
 
 
-def _track(tid, box, class_id=2):
-    return Track(tid, np.array(box, float), 0.9, class_id, 5, 5, 5, 0, True)
+def _track(tid, box, class_id=2, confirmed=True):
+    return Track(tid, np.array(box, float), 0.9, class_id, 5, 5, 5, 0, confirmed)
 
 
-def _result(seq, tracks=(), ended=()):
+def _result(seq, tracks=(), ended=(), tentative=()):
     frame = Frame(np.zeros((200, 300, 3), np.uint8), "cam", seq, 0.0, 1000.0 + seq)
-    return FrameResult(frame, Detections.empty(), tracks=list(tracks), ended=list(ended))
+    return FrameResult(frame, Detections.empty(), tracks=list(tracks), ended=list(ended), tentative=list(tentative))
 
 
 def _setup(answers, **cfg):
@@ -88,6 +89,51 @@ def test_votes_decide_once_and_the_type_never_flickers():
                        "model": "scripted", "version": "1"}
     assert all(d == decided for d in results[4:])  # and no more crops after the decision
     assert stage.classifier.seen == 4
+
+
+def test_a_type_decided_before_confirmation_is_in_the_new_event():
+    # min_votes crops one a frame from the first detection, then one every interval_frames.
+    c = ClassifyConfig(budget=1000.0, interval_frames=3, min_votes=3)
+    stage = ClassifierStage(Scripted([P("pickup", 0.8)] * 10), c)
+    proc = ClassifyTracks(stage, c, LABELS, "cam")
+    lc = Lifecycle("dev", "cam", LABELS, update_interval_s=100.0)
+    box = (50, 50, 150, 120)
+    for seq in range(3):  # tentative: three crops, three votes
+        r = _result(seq, tentative=[_track(5, box, confirmed=False)])
+        proc.process(r)
+        lc.process(r)
+        _drain(stage)
+        assert r.events == []  # never reported
+    assert stage.classifier.seen == 3
+    before = _hist_count("appliance_classify_decision_seconds")
+    before_0_1 = _hist_bucket("appliance_classify_decision_seconds", "0.1")
+    r = _result(3, [_track(5, box)])  # confirmed
+    proc.process(r)
+    lc.process(r)
+    (new,) = r.events
+    assert new.type == "new" and new.classification["label"] == "pickup" and new.classification["votes"] == 3
+    # Observed once, as 0 s: decided before it was confirmed.
+    assert _hist_count("appliance_classify_decision_seconds") - before == 1
+    assert _hist_bucket("appliance_classify_decision_seconds", "0.1") - before_0_1 == 1
+    assert stage.classifier.seen == 3  # decided: no more crops
+
+
+def test_a_dropped_tentative_track_is_forgotten_and_the_interval_follows_min_votes():
+    stage, proc = _setup([P("van", 0.5), P("car", 0.5)] * 20, min_votes=2, max_attempts=10)
+    proc.cfg = ClassifyConfig(budget=1000.0, interval_frames=4, min_votes=2, max_attempts=10, min_share=0.9)
+    proc.process(_result(0, tentative=[_track(8, (50, 50, 150, 120), confirmed=False)]))
+    assert 8 in proc._tracks
+    proc.process(_result(1))  # missed before confirmation: the tracker dropped it
+    assert 8 not in proc._tracks
+    asked = []
+    for seq in range(2, 20):
+        depth = stage.depth
+        proc.process(_result(seq, [_track(9, (50, 50, 150, 120))]))
+        if stage.depth > depth:
+            asked.append(seq)
+        _drain(stage)
+    assert asked[:2] == [2, 3]  # min_votes (2) crops on consecutive frames ...
+    assert asked[2:5] == [7, 11, 15]  # ... then one every interval_frames (4)
 
 
 def test_only_whole_confirmed_boxes_of_classified_classes_get_crops():
@@ -161,6 +207,14 @@ def test_lifecycle_events_carry_the_classification_and_the_snapshot():
     (update,), (end,) = r1.events, r2.events
     assert update.classification == known and end.classification == known
     assert end.snapshot == "cam-4.jpg" and '"snapshot":"cam-4.jpg"' in end.to_json()
+
+
+def _hist_count(name: str) -> float:
+    return REGISTRY.get_sample_value(f"{name}_count") or 0.0
+
+
+def _hist_bucket(name: str, le: str) -> float:
+    return REGISTRY.get_sample_value(f"{name}_bucket", {"le": le}) or 0.0
 
 
 def test_token_bucket_refills_at_its_rate():
