@@ -141,19 +141,12 @@ class CheckResult:
         return self.compared > 0 and self.matched == self.compared
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1, y1 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x2, y2 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
-
-
 def check(onnx_manifest: str, tflite_manifest: str, assets_dir: Path,
           images: Sequence[tuple[str, np.ndarray]], backend: str = "onnxruntime") -> CheckResult:
     """Both models on the same images through the appliance's own detector (the new one on
     `backend`, the TFLite on LiteRT): does the new model find what the TFLite finds?"""
     from appliance.detect.detector import load_detector
+    from appliance.track.association import iou_matrix
 
     kw = dict(threshold=0.3, classes=None, threads=1, backend="auto")
     ref = load_detector(tflite_manifest, assets_dir, **kw)
@@ -168,8 +161,7 @@ def check(onnx_manifest: str, tflite_manifest: str, assets_dir: Path,
                 continue
             compared += 1
             same = b.class_id == cls
-            ious = _iou(box, b.xyxy) if len(b.xyxy) else np.zeros(0)
-            fit = np.flatnonzero(same & (ious >= MATCH_IOU)) if len(ious) else np.zeros(0, int)
+            fit = np.flatnonzero(same & (iou_matrix(box[None], b.xyxy)[0] >= MATCH_IOU))
             if len(fit):
                 diff = float(np.min(np.abs(b.score[fit] - score)))
                 worst = max(worst, diff)
