@@ -347,6 +347,43 @@ def test_lost_track_is_found_again_under_its_old_id():
     assert x[4, 0] == pytest.approx(60.0, abs=5.0)  # px/s
 
 
+def test_crossing_walkers_keep_their_ids():
+    # Two walkers cross head on, their boxes overlapping for about half a second: the
+    # predicted boxes carry each id through the crossing to the walker it started on.
+    tracker = Sort(max_age_s=1.0, min_hits=3)
+    first: dict[str, int] = {}
+    for f in range(75):
+        t = f / 25
+        right, left = box(100 + 120 * t, 200), box(460 - 120 * t, 210)
+        out = tracker.update(dets(right, left), t=t)
+        assert out.ended == []
+        for tr in out.tracks:
+            cx = 0.5 * (tr.xyxy[0] + tr.xyxy[2])
+            side = "right" if abs(cx - (100 + 120 * t)) < abs(cx - (460 - 120 * t)) else "left"
+            first.setdefault(side, tr.id)
+            assert tr.id == first[side], f"frame {f}"
+    assert len(first) == 2 and first["right"] != first["left"]
+
+
+def test_walker_passing_a_bystander_keeps_to_the_walker():
+    # A walker passes close by a person standing still, both detected throughout: the
+    # walker's track follows the walker on, it does not stop at the bystander.
+    tracker = Sort(max_age_s=1.0, min_hits=3)
+    walker_id = None
+    for f in range(50):
+        t = f / 25
+        walker, bystander = box(200 + 100 * t, 200), box(260, 190, w=30, h=70)
+        out = tracker.update(dets(walker, bystander), t=t)
+        for tr in out.tracks:
+            is_walker = np.allclose(tr.xyxy, walker, atol=5.0)
+            assert is_walker or np.allclose(tr.xyxy, bystander, atol=5.0), f"frame {f}"
+            if is_walker:
+                walker_id = walker_id or tr.id
+            assert (tr.id == walker_id) == is_walker, f"frame {f}"
+    (last,) = [tr for tr in tracker.live if tr.id == walker_id]
+    assert 0.5 * (last.xyxy[0] + last.xyxy[2]) == pytest.approx(200 + 100 * 49 / 25, abs=5.0)
+
+
 # --- degenerate input --------------------------------------------------------------------
 
 
