@@ -64,7 +64,7 @@ def run_video(assets_dir, video: str) -> tuple[dict, float]:
 def test_car_tracks_of_a_second_or_more_end_with_a_car_type(assets_dir, video):
     """Car tracks that last a second or more end with a type of the car family, unless the
     frame's edge cuts them nearly all the time: vtest.avi's parked car at the right edge is
-    whole in 3 of its 771 frames, too few for 3 votes. Cut crops are never classified, by
+    whole in 3 of its 771 frames, too few to count on a decision. Cut crops are never classified, by
     design: they mislead the model."""
     tracks, fps = run_video(assets_dir, video)
     for tid, t in sorted(tracks.items()):
