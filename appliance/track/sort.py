@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -67,16 +66,13 @@ class TrackerOutput:
 
 
 class _Target:
-    """The tracker's mutable state for one target, but for its filter: that is row
-    ``row`` of the tracker's ``kalman.Filters`` (rows follow the targets' order)."""
+    """The tracker's mutable state for one target, but for its filter: that is the row of
+    the tracker's ``kalman.Filters`` at this target's index in ``Sort._targets``."""
 
-    __slots__ = ("filters", "row", "id", "score", "votes", "class_id", "hits", "hit_streak", "age",
+    __slots__ = ("id", "score", "votes", "class_id", "hits", "hit_streak", "age",
                  "time_since_update", "confirmed", "t_match")
 
-    def __init__(self, filters: kalman.Filters, row: int, track_id: int, score: float, class_id: int,
-                 t: float) -> None:
-        self.filters = filters
-        self.row = row
+    def __init__(self, track_id: int, score: float, class_id: int, t: float) -> None:
         self.id = track_id
         self.score = score
         self.votes = {class_id: 1}
@@ -87,12 +83,6 @@ class _Target:
         self.time_since_update = 0
         self.confirmed = False
         self.t_match = t
-
-    @property
-    def kf(self) -> SimpleNamespace:
-        """The filter's ``x`` (7, 1) and ``P`` (7, 7), as views into the tracker's arrays
-        (for inspection; valid until the next update)."""
-        return SimpleNamespace(x=self.filters.x[self.row], P=self.filters.P[self.row])
 
     def update(self, score: float, class_id: int, t: float) -> None:
         """Count a hit at time ``t`` (the filter is corrected by the tracker, in a batch)."""
@@ -214,7 +204,7 @@ class Sort:
         if len(new):
             filters.add(z[:, new])
             for d in new.tolist():
-                targets.append(_Target(filters, len(targets), self._next_id, scores[d], classes[d], now))
+                targets.append(_Target(self._next_id, scores[d], classes[d], now))
                 self._next_id += 1
         if len(matched) or len(new):
             # All rows at once: unmatched ones give their predicted box again.
@@ -228,12 +218,14 @@ class Sort:
         tracks: list[Track] = []
         tentative: list[Track] = []
         survivors: list[_Target] = []
+        rows: list[int] = []  # their filters' rows
         for i, tg in enumerate(targets):
             if tg.time_since_update == 0:
                 if tg.hit_streak >= self.min_hits or warmup:
                     tg.confirmed = True
                 (tracks if tg.confirmed else tentative).append(tg.snapshot(cur[i], now))
                 survivors.append(tg)
+                rows.append(i)
             elif not tg.confirmed:
                 pass  # missed before it was confirmed: gone, unreported
             elif now - tg.t_match > self.max_age_s + _EPS_S:
@@ -241,8 +233,9 @@ class Sort:
             else:
                 tg.hit_streak = 0
                 survivors.append(tg)
+                rows.append(i)
         if len(survivors) < len(targets):
-            self._keep(survivors)
+            self._filters.keep(np.array(rows, dtype=np.intp))
         self._targets = survivors
         return TrackerOutput(tracks, ended, tentative)
 
@@ -273,12 +266,6 @@ class Sort:
         self._t = now
         return now, 0.0 if last is None else now - last
 
-    def _keep(self, survivors: list[_Target]) -> None:
-        """Keep only ``survivors`` (in order) and their filters' rows."""
-        self._filters.keep(np.array([tg.row for tg in survivors], dtype=np.intp))
-        for i, tg in enumerate(survivors):
-            tg.row = i
-
     def _drop(self, boxes: np.ndarray, bad: np.ndarray, ended: list[Track],
               now: float) -> tuple[list[_Target], np.ndarray]:
         """Remove targets whose filter diverged (nan, non-positive area or aspect)."""
@@ -289,7 +276,7 @@ class Sort:
                 ended.append(targets[i].snapshot(boxes[i], now))
         keep = ~bad
         self._targets = [t for t, k in zip(targets, keep.tolist()) if k]
-        self._keep(self._targets)
+        self._filters.keep(keep)
         return self._targets, boxes[keep]
 
     def _associate(self, targets: list[_Target], boxes: np.ndarray, dets: np.ndarray,

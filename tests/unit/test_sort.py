@@ -157,7 +157,7 @@ def test_degenerate_detections_are_ignored():
 
 def test_diverged_filter_is_dropped_and_ended():
     tracker, tid = confirmed_tracker()
-    tracker._targets[0].kf.x[:] = np.nan  # as if the filter had blown up
+    tracker._filters.x[0][:] = np.nan  # as if the filter had blown up (row 0: the only target)
     out = tracker.update(dets(box(500, 500)))
     assert ids(out.ended) == [tid]
     assert [t.id for t in tracker.live] == [tid + 1]
@@ -343,7 +343,8 @@ def test_lost_track_is_found_again_under_its_old_id():
         if f == 35:
             (found,) = [tr for tr in out.tracks if tr.id == first["a"]]
             assert found.hit_streak == 1 and found.hits == 21
-    x = next(t for t in tracker._targets if t.id == first["a"]).kf.x
+    row = next(i for i, t in enumerate(tracker._targets) if t.id == first["a"])
+    x = tracker._filters.x[row]
     assert x[4, 0] == pytest.approx(60.0, abs=5.0)  # px/s
 
 
