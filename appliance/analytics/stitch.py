@@ -32,6 +32,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from appliance.analytics.geometry import anchor_point
+
 WINDOW_S = 2.0  # the tracker's default max_age_s: most occlusions by a passer-by are over by then
 DECIDE_S = 1.0  # a new track without a velocity this long after it appeared continues nothing
 NEAR_BOXES = 0.5  # the prediction's error right away: box jitter, a step sideways ...
@@ -107,7 +109,7 @@ class Stitcher:
     def seen(self, track_id: int, t: float, box: Sequence[float], label: str, size: tuple[int, int],
              velocity: tuple[float, float] | None, live: set[int]) -> None:
         """The track as reported at time t; `live`: the ids reported with it."""
-        point = (0.5 * (box[0] + box[2]), float(box[3]))
+        point = anchor_point(box)
         edge = at_edge(box, size)
         s = self._seen.get(track_id)
         if s is None:
