@@ -30,6 +30,20 @@ class _Common:
     track_id: int
     label: str
     score: float
+    classification: dict | None = None
+    heading_deg: float | None = None  # motion, when known (motion.py)
+    speed_px_s: float | None = None
+    speed_kmh: float | None = None  # with a ground-plane calibration only
+    schema: int = SCHEMA_VERSION
+    model: dict | None = None  # the detector's {"name", "version"} (docs/models.md)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        for k in _OPTIONAL:
+            if k in d and d[k] is None:
+                del d[k]
+        d["point"] = list(d["point"])
+        return json.dumps(d, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -37,20 +51,11 @@ class LineEvent(_Common):
     line: str = ""
     direction: str = "in"  # "in": from s < 0 to s > 0 (docs/analytics.md)
     point: tuple = ()  # the reference point after crossing, source pixels
-    classification: dict | None = None
-    heading_deg: float | None = None
-    speed_px_s: float | None = None
-    speed_kmh: float | None = None
-    schema: int = SCHEMA_VERSION
-    model: dict | None = None  # the detector's {"name", "version"} (docs/models.md)
 
     def __post_init__(self) -> None:
         if self.type != "line" or self.direction not in LINE_DIRECTIONS:
             raise ValueError(f"line event: type {self.type!r}, direction {self.direction!r} "
                              f"(expected type 'line', direction one of {LINE_DIRECTIONS})")
-
-    def to_json(self) -> str:
-        return _json(self)
 
 
 @dataclass(frozen=True)
@@ -60,26 +65,8 @@ class ZoneEvent(_Common):
     occupancy: int = 0  # tracks in the zone after this event
     point: tuple = ()
     dwell_s: float | None = None  # exit, loiter, speeding: time in the zone so far
-    classification: dict | None = None
-    heading_deg: float | None = None
-    speed_px_s: float | None = None
-    speed_kmh: float | None = None
-    schema: int = SCHEMA_VERSION
-    model: dict | None = None  # the detector's {"name", "version"} (docs/models.md)
 
     def __post_init__(self) -> None:
         if self.type != "zone" or self.action not in ZONE_ACTIONS:
             raise ValueError(f"zone event: type {self.type!r}, action {self.action!r} "
                              f"(expected type 'zone', action one of {ZONE_ACTIONS})")
-
-    def to_json(self) -> str:
-        return _json(self)
-
-
-def _json(e: _Common) -> str:
-    d = asdict(e)
-    for k in _OPTIONAL:
-        if k in d and d[k] is None:
-            del d[k]
-    d["point"] = list(d["point"])
-    return json.dumps(d, separators=(",", ":"))
