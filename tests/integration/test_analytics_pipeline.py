@@ -80,7 +80,7 @@ def test_counting_ground_truth_tracks_is_exact(seq):
     its direction, and nothing else (the tracker's mistakes are scripts/bench counts')."""
     scene = SCENES[seq]
     gt = _gt_tracks(seq)
-    counts = on_truth(gt, seq, _config(scene), 25.0)
+    counts = on_truth(seq, _config(scene), 25.0)
     truth = truth_lines(gt, scene["lines"])
     assert {n: {d: c[d] for d in ("in", "out")} for n, c in counts["lines"].items()} == truth
     assert sum(t["in"] + t["out"] for t in truth.values()) >= 10
