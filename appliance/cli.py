@@ -71,6 +71,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from appliance.control.systemd import SystemdNotifier
         pipeline.services.append(SystemdNotifier(pipeline))
     pipeline.run()
+    from appliance.control.systemd import unexpected_end
+    why = unexpected_end(pipeline, args.max_frames)
+    if why:  # non-zero, so that systemd's Restart=on-failure starts it again
+        log.error("the pipeline ended with no stop asked for (%s); exiting with status 1", why)
+        return 1
     return 0
 
 

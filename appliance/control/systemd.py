@@ -14,16 +14,18 @@ which wakes the thread) or the pipeline ends by itself.
 
 The watchdog rule (`Health`): the appliance is healthy when
 
-- a stop was requested or every capture has ended: it is draining, bounded by its own
-  shutdown timeouts (and by TimeoutStopSec); or
+- a stop was requested, or every capture has ended and none of them failed: it is
+  draining, bounded by its own shutdown timeouts (and by TimeoutStopSec); or
 - every stage after capture (detect, track, track processors) has a live thread, and
   either a frame left the tracker within `window_s`, or no work is waiting: no capture
   delivered a frame within `window_s` and nothing sits in the frame hub or before the
   tracker (every live camera is disconnected and being retried).
 
 So a wedged detector (frames keep arriving, or wait in the hub, but none comes out) or a
-dead stage thread stops the pings and systemd restarts the appliance, while a camera
-outage does not. `window_s` is max(web.stale_after_s, the watchdog interval): a
+dead stage thread (a capture thread that failed included) stops the pings and systemd
+restarts the appliance, while a camera outage does not. When the pipeline ends by itself
+with a live camera (`unexpected_end`), `appliance run` exits 1 so that Restart=on-failure
+restarts it. `window_s` is max(web.stale_after_s, the watchdog interval): a
 wedge is acted on after at most window_s + WatchdogSec.
 """
 from __future__ import annotations
@@ -130,7 +132,14 @@ class Health:
         frames = self._input_frames()
         if frames != self._frames:
             self._frames, self._input_t = frames, now
-        if p.stop_event.is_set() or not any(c.alive for c in p.captures.values()):
+        if p.stop_event.is_set():
+            self.reason = "stopping"
+            return True
+        failed = failed_captures(p)
+        if failed:  # beside cameras that still deliver, a dead one would go unnoticed
+            self.reason = f"capture thread failed: {', '.join(failed)}"
+            return False
+        if not any(c.alive for c in p.captures.values()):
             self.reason = "stopping"
             return True
         captures = set(map(id, p.captures.values()))
@@ -147,6 +156,29 @@ class Health:
             return False
         self.reason = "no input (cameras disconnected)"
         return True
+
+
+def failed_captures(p: "Pipeline") -> list[str]:
+    """Capture threads that ended because their loop raised (Stage._main counts it in
+    stats.errors; a capture counts nothing else there)."""
+    return [c.name for c in p.captures.values() if not c.alive and c.stats.errors]
+
+
+def unexpected_end(p: "Pipeline", max_frames: int | None = None) -> str | None:
+    """Why a pipeline that ended with no stop asked for should exit non-zero, or None.
+
+    A live camera never ends by itself (its supervisor reconnects) unless --max-frames, and
+    a capture thread that failed is a bug: either way the appliance must not exit 0, which
+    Restart=on-failure would take as a deliberate end and leave the device without analytics."""
+    if p.stop_event.is_set():
+        return None
+    failed = failed_captures(p)
+    if failed:
+        return f"capture thread failed: {', '.join(failed)}"
+    ended = sorted(cam for cam in p.live_cameras if not p.captures[cam].alive)
+    if ended and max_frames is None:
+        return f"live camera capture ended by itself: {', '.join(ended)}"
+    return None
 
 
 class SystemdNotifier:

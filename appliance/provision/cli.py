@@ -22,7 +22,12 @@ def _cmd_provision(args: argparse.Namespace) -> int:
     opt = flow.Options(config_path=config_path, data_dir=data_dir, assets_dir=paths.assets_dir(),
                        start=not args.no_start, selftest=not args.no_selftest, timeout_s=args.timeout)
     if args.answers:
-        answers = answers_mod.load(args.answers)
+        try:
+            answers = answers_mod.load(args.answers)
+        except ApplianceError as e:  # before anything was touched: say so, and what to do
+            raise ApplianceError(f"{e}\n  fix: correct or remove what the lines above name (the keys: "
+                                 "docs/installer-guide.md, \"An answers file\"), then run provision again; "
+                                 f"nothing was changed ({config_path} is as it was)") from None
     else:
         if not sys.stdin.isatty():
             raise ApplianceError("provision: standard input is not a terminal; give the answers in a file: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def _load_certs(path: Path) -> list[x509.Certificate]:
     except OSError as e:
         raise ApplianceError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        with warnings.catch_warnings():  # a system bundle's odd old roots (negative serials) are not our problem
+            warnings.simplefilter("ignore")
+            certs = x509.load_pem_x509_certificates(data)
     except ValueError:
         certs = []
     if not certs:
@@ -84,32 +87,47 @@ def _validity(cert: x509.Certificate, path: Path, now: dt.datetime) -> str | Non
     return None
 
 
-def check_tls_files(ca_file: str | None, cert_file: str | None, key_file: str | None,
-                    now: dt.datetime | None = None) -> list[str]:
-    """Problems with the files, each with what to do; [] when they look right."""
+def tls_problems(ca_file: str | None, cert_file: str | None, key_file: str | None,
+                 now: dt.datetime | None = None, keys: str = "mqtt.") -> list[tuple[str, str]]:
+    """(what is wrong, how to fix it) for each problem with the TLS files; [] when they look
+    right. `keys`: how the files are named to the reader ("mqtt." in an answers file,
+    "uplink.tls." in a config)."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     if ca_file:
         try:
-            for cert in _load_certs(Path(ca_file)):
-                p = _validity(cert, Path(ca_file), now)
-                if p:
-                    problems.append(f"{p}: ask the fleet's operator for the current CA certificate")
+            cas = _load_certs(Path(ca_file))
+            # A bundle (/etc/ssl/certs/ca-certificates.crt) holds roots that expired long ago
+            # beside the current ones: it is wrong only when none of them is valid now.
+            invalid = [p for p in (_validity(c, Path(ca_file), now) for c in cas) if p]
+            if len(invalid) == len(cas):
+                problems.append((invalid[0] + (f" (and the {len(cas) - 1} other certificates in it)"
+                                               if len(cas) > 1 else ""),
+                                 "ask the fleet's operator for the current CA certificate"))
         except ApplianceError as e:
-            problems.append(f"{e}: mqtt.ca_file must be the PEM file of the CA that signed the broker's certificate")
+            problems.append((str(e), f"{keys}ca_file must be the PEM file of the CA that signed the broker's "
+                                     "certificate"))
     if cert_file:
         try:
             cert = _load_certs(Path(cert_file))[0]
             p = _validity(cert, Path(cert_file), now)
             if p:
-                problems.append(f"{p}: get a new certificate from the fleet CA (generate_key makes a CSR for it)")
+                problems.append((p, "get a new certificate from the fleet CA (`appliance provision` with "
+                                    "generate_key makes a key and a CSR for it)"))
             if key_file:
                 key = _load_key(Path(key_file))
                 pub = serialization.PublicFormat.SubjectPublicKeyInfo
                 if key.public_key().public_bytes(serialization.Encoding.PEM, pub) != \
                         cert.public_key().public_bytes(serialization.Encoding.PEM, pub):
-                    problems.append(f"{cert_file} was not issued for the key {key_file}: use the key the CSR was "
-                                    "made with, or have a certificate signed for this key")
+                    problems.append((f"{cert_file} was not issued for the key {key_file}",
+                                     "use the key the CSR was made with, or have a certificate signed for this key"))
         except ApplianceError as e:
-            problems.append(str(e))
+            problems.append((str(e), f"{keys}cert_file must be this device's certificate and {keys}key_file its "
+                                     "unencrypted private key, both PEM"))
     return problems
+
+
+def check_tls_files(ca_file: str | None, cert_file: str | None, key_file: str | None,
+                    now: dt.datetime | None = None) -> list[str]:
+    """Problems with the files, each with what to do; [] when they look right."""
+    return [f"{what}: {fix}" for what, fix in tls_problems(ca_file, cert_file, key_file, now)]

@@ -11,9 +11,13 @@
 7. run the self-test.
 
 Every check that can fail on bad input runs before step 5, so a failure there leaves the
-previous config as it was. A failed step prints what failed and how to fix it and the
-flow stops with exit status 1. Keys of the previous config that provision does not ask
-about (store, track, snapshots, ...) are kept when that config is valid.
+previous config as it was. When step 6 fails (the service does not start), the previous
+config is put back (and the service restarted with it), the new one kept as
+config.yaml.failed. A failed step prints what failed and how to fix it and the flow stops
+with exit status 1. A self-test that finds problems (step 7) keeps the new config: it
+validated and the service runs it; what failed is on site (a camera, the clock, heat).
+Keys of the previous config that provision does not ask about (store, track, snapshots,
+...) are kept when that config is valid.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ class StepFailed(ApplianceError):
     def __init__(self, step: str, what: str, fix: str = ""):
         super().__init__(f"{step}: {what}")
         self.step, self.what, self.fix = step, what, fix
+        self.restarted = False  # the service step: `systemctl restart` ran (and failed)
 
 
 @dataclass
@@ -68,7 +73,8 @@ class Options:
 @dataclass
 class Outcome:
     ok: bool
-    config_written: bool = False
+    config_written: bool = False  # the new config is in place
+    rolled_back: bool = False  # it was, and the previous one went back (the service step failed)
     backup: Path | None = None
     snapshots: dict[str, Path] = field(default_factory=dict)
     failed_step: str | None = None
@@ -187,9 +193,10 @@ def _uplink(a: Answers, opt: Options, out: _Out) -> dict:
                          "give both (the client certificate and its key), or neither")
     if (cert_file or key_file) and not m.ca_file:
         raise StepFailed("broker", "a client certificate needs TLS", "set mqtt.ca_file (the fleet CA's PEM)")
-    problems = csr.check_tls_files(m.ca_file, cert_file, key_file)
+    problems = csr.tls_problems(m.ca_file, cert_file, key_file)
     if problems:
-        raise StepFailed("broker", "\n".join(problems))
+        raise StepFailed("broker", "\n".join(what for what, _ in problems),
+                         "; ".join(dict.fromkeys(fix for _, fix in problems)))
     section: dict[str, Any] = {"enabled": True, "host": m.host, "port": m.port or (8883 if m.ca_file else 1883)}
     if m.topic_prefix is not None:
         section["topic_prefix"] = m.topic_prefix
@@ -276,11 +283,43 @@ def _service(opt: Options, out: _Out) -> None:
         r = opt.runner(cmd)
         if r.returncode != 0:
             detail = (r.stderr or r.stdout or "").strip().splitlines()
-            raise StepFailed("service", f"`{' '.join(cmd)}` failed (status {r.returncode})"
-                             + (f": {detail[-1]}" if detail else ""),
-                             "see `systemctl status appliance` and `journalctl -u appliance -n 50`; the previous "
-                             f"config is in {opt.config_path}.bak")
+            e = StepFailed("service", f"`{' '.join(cmd)}` failed (status {r.returncode})"
+                           + (f": {detail[-1]}" if detail else ""),
+                           "see `systemctl status appliance` and `journalctl -u appliance -n 50` for why; fix "
+                           "it, then run provision again")
+            e.restarted = cmd[1] == "restart"
+            raise e
     out.ok("service", "appliance.service enabled and (re)started with the new config")
+
+
+def _roll_back(opt: Options, outcome: Outcome, out: _Out, restart: bool) -> str:
+    """The service did not take the new config: the previous one goes back in place (the
+    backup renamed over it, atomically), the new one is kept as <name>.failed for a look,
+    and a service that was restarted is restarted again with the previous config. Returns
+    what the installer is told."""
+    path = opt.config_path
+    failed_copy = path.with_name(path.name + ".failed")
+    try:
+        fd = os.open(failed_copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the secrets
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(path.read_bytes())
+        if outcome.backup is not None:
+            os.replace(outcome.backup, path)
+        else:
+            path.unlink()  # there was no config before: there is none again
+    except OSError as e:
+        return f"the new config is still in {path}: putting the previous one back failed ({e.strerror or e})"
+    outcome.config_written = False
+    outcome.rolled_back = True
+    told = (f"the previous config is back in {path}" if outcome.backup is not None else
+            f"{path} is removed again (there was none before)") + f"; the new one is kept as {failed_copy}"
+    if restart and outcome.backup is not None:
+        r = opt.runner(["systemctl", "restart", SERVICE])
+        told += ("; appliance.service restarted with the previous config" if r.returncode == 0 else
+                 "; restarting appliance.service with it failed too (journalctl -u appliance)")
+    out.note("service", told)
+    return told
 
 
 def _selftest(cfg: config_mod.Config, opt: Options, out: _Out, stream: TextIO) -> bool | None:
@@ -322,8 +361,10 @@ def provision(a: Answers, opt: Options, out: TextIO) -> Outcome:
     except StepFailed as e:
         o.fail(e.step, e.what, e.fix)
         outcome.failed_step = e.step
-        kept = "the new config was written" if outcome.config_written else \
-            f"{opt.config_path} is unchanged"
+        if outcome.config_written:  # only the service step fails after the write
+            kept = _roll_back(opt, outcome, o, restart=e.restarted)
+        else:
+            kept = f"{opt.config_path} is unchanged"
         print(f"provision: failed at {e.step}; {kept}", file=out)
         return outcome
     outcome.selftest_ok = _selftest(cfg, opt, o, out)

@@ -115,9 +115,9 @@ def ask_answers(t: Terminal, *, devices: list[str], defaults: dict[str, Any] | N
                             or socket.gethostname(),
                             check=lambda v: "no '/', '+' or '#'" if any(c in v for c in "/+#") else None)}
     data["cameras"] = _cameras(t, devices, try_camera)
-    data["detector"] = t.text("Detector: auto, litert or edgetpu", "auto",
-                              check=lambda v: None if v in ("auto", "litert", "edgetpu") else
-                              "auto, litert or edgetpu")
+    detectors = ("auto", "litert", "edgetpu", "tensorrt")
+    data["detector"] = t.text("Detector: auto (picks for this device), litert, edgetpu or tensorrt", "auto",
+                              check=lambda v: None if v in detectors else "auto, litert, edgetpu or tensorrt")
     if t.yes("Send events to an MQTT broker?", bool(d.get("mqtt"))):
         m: dict[str, Any] = {"host": t.text("Broker host")}
         tls = t.yes("TLS (the broker's CA certificate file)?", True)
@@ -145,4 +145,9 @@ def ask_answers(t: Terminal, *, devices: list[str], defaults: dict[str, Any] | N
     if data["power"]["policy"] == "schedule":
         t.say("  the schedule's entries go in the config's power.schedule (docs/config.md); monitor until then")
         data["power"]["policy"] = "monitor"
+    elif data["power"]["policy"] in ("fixed", "thermal"):
+        mode = t.text("Power mode to hold (empty: the fastest; `appliance power status` lists them)",
+                      required=False)
+        if mode:
+            data["power"]["mode"] = mode
     return answers_mod.from_data(data, "your answers")

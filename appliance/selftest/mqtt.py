@@ -5,9 +5,12 @@ report can be published retained on `<prefix>/<device>/selftest`.
 
 Its own paho client, with its own client id (`appliance-<device>-selftest`): a running
 appliance keeps its connection, since a broker drops the older of two clients with one id.
-Each way a connection fails gets its own words and hint: an unreachable broker, TLS (an
-unknown CA, an expired certificate, a name that does not match, a port without TLS), and a
-refusal by the broker (bad credentials: MQTT CONNACK codes).
+The TLS files are checked before connecting (appliance/provision/csr.py: an expired or not
+yet valid certificate, a client certificate not made for its key, a file that is not PEM),
+since a broker answers a bad client certificate only by hanging up. Each way a connection
+fails gets its own words and hint: an unreachable broker, TLS (an unknown CA, an expired
+broker certificate, a name that does not match, a port without TLS), and a refusal by the
+broker (bad credentials: MQTT CONNACK codes).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 
 from appliance.config import Config
+from appliance.provision.csr import tls_problems
 from appliance.selftest.report import Check, failed, passed
 from appliance.uplink.settings import PASSWORD_ENV, password
 
@@ -161,6 +165,13 @@ def check_uplink(cfg: Config, timeout_s: float) -> tuple[Check, Session | None]:
         c.loop_stop()
         return failed("uplink", f"{broker} ({tls}, {who}): {value}", hint, **detail), None
 
+    # The files first: an expired client certificate shows only as a hang-up by the broker.
+    problems = tls_problems(u.tls.ca_file, u.tls.cert_file, u.tls.key_file, keys="uplink.tls.")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return failed("uplink", f"{broker} ({tls}, {who}): {problems[0][0]}{more}",
+                      "; ".join(dict.fromkeys(fix for _, fix in problems)), **detail,
+                      problems=[what for what, _ in problems]), None
     try:
         if u.tls.ca_file:
             c.tls_set(ca_certs=u.tls.ca_file, certfile=u.tls.cert_file or None, keyfile=u.tls.key_file or None,

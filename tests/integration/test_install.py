@@ -161,12 +161,25 @@ def test_units_follow_the_units_directory(root: Path, tmp_path: Path):
 
 
 def test_uninstall_keeps_config_and_data(root: Path):
+    import sqlite3
+
+    db = root / "var/lib/appliance/appliance.db"  # the device's events: what --uninstall must keep
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS kept (what TEXT)")
+        conn.execute("INSERT INTO kept VALUES ('an event from before the uninstall')")
+    conn.close()
     run_install(root, "--uninstall")
     assert not (root / "opt/appliance").exists()
     for rel in expected_files():
         assert not (root / rel).exists(), rel
     assert (root / "etc/appliance/config.yaml").read_text() == "device: {id: gate-3}\n"
     assert (root / "var/lib/appliance/assets").is_dir()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT what FROM kept").fetchall() == [("an event from before the uninstall",)]
+    finally:
+        conn.close()
 
 
 def test_purge_removes_config_and_data(root: Path):

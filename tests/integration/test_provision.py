@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -171,6 +175,8 @@ def test_answers_with_unknown_keys_are_refused_naming_them(etc, tmp_path):
     assert f"{answers}: mqtt.hots: unknown key (valid keys: host, port, topic_prefix, " in r.stderr
     assert f"{answers}: mqtt.host: required key is missing" in r.stderr
     assert f"{answers}: colour: unknown key (valid keys: device_id, cameras, " in r.stderr
+    assert lines[-1].startswith("  fix: correct or remove what the lines above name")
+    assert lines[-1].endswith(f"nothing was changed ({etc / 'config.yaml'} is as it was)")
     assert (etc / "config.yaml").read_text() == PREVIOUS
 
 
@@ -246,14 +252,47 @@ def test_service_step_without_systemctl_or_when_it_fails(etc, tmp_path):
     outcome = flow.provision(a, _options(etc, tmp_path / "d", start=True, which=lambda name: None), out)
     assert outcome.ok and "skip  service: systemctl not found" in out.getvalue()
 
+    # The service does not take the new config: the previous one goes back, the new one is kept aside.
+    provisioned = (etc / "config.yaml").read_text()
+    assert provisioned != PREVIOUS
+    (etc / "config.yaml").write_text(PREVIOUS)
     failing = lambda cmd: subprocess.CompletedProcess(cmd, 1, "", "Unit appliance.service not found.")  # noqa: E731
     out = io.StringIO()
     outcome = flow.provision(a, _options(etc, tmp_path / "d", start=True, which=lambda n: "/bin/x",
                                          runner=failing), out)
     text = out.getvalue()
-    assert not outcome.ok and outcome.config_written
+    assert not outcome.ok and not outcome.config_written and outcome.rolled_back
     assert "FAIL  service: `systemctl enable appliance` failed (status 1): Unit appliance.service not found." in text
     assert "journalctl -u appliance" in text
+    assert (etc / "config.yaml").read_text() == PREVIOUS
+    assert config_mod.load(etc / "config.yaml.failed").device.id == "gate-3"  # the new one, for a look
+    assert oct((etc / "config.yaml.failed").stat().st_mode & 0o777) == "0o600"  # it holds the password hash
+    assert text.strip().splitlines()[-1] == (
+        f"provision: failed at service; the previous config is back in {etc / 'config.yaml'}; the new one is "
+        f"kept as {etc / 'config.yaml.failed'}")
+
+    # A restart that fails: the previous config back, and the service restarted with it.
+    calls: list[list[str]] = []
+
+    def restart_fails_once(cmd):
+        calls.append(cmd)
+        bad = cmd[1] == "restart" and len(calls) == 2
+        return subprocess.CompletedProcess(cmd, 1 if bad else 0, "", "Job for appliance.service failed." if bad else "")
+
+    out = io.StringIO()
+    outcome = flow.provision(a, _options(etc, tmp_path / "d", start=True, which=lambda n: "/bin/x",
+                                         runner=restart_fails_once), out)
+    assert not outcome.ok and outcome.rolled_back, out.getvalue()
+    assert calls == [["systemctl", "enable", "appliance"], ["systemctl", "restart", "appliance"],
+                     ["systemctl", "restart", "appliance"]]
+    assert (etc / "config.yaml").read_text() == PREVIOUS
+    assert "appliance.service restarted with the previous config" in out.getvalue()
+
+    # No config before: none after either.
+    (etc / "config.yaml").unlink()
+    outcome = flow.provision(a, _options(etc, tmp_path / "d", start=True, which=lambda n: "/bin/x",
+                                         runner=failing), io.StringIO())
+    assert outcome.rolled_back and not (etc / "config.yaml").exists()
 
 
 def test_generate_key_makes_a_csr_for_the_fleet_ca(tls_broker, etc, tmp_path):
@@ -295,3 +334,90 @@ def test_without_a_terminal_or_answers_it_says_how(etc, tmp_path):
         "appliance: error: provision: standard input is not a terminal; give the answers in a file: "
         "--answers FILE (docs/installer-guide.md)")
     assert (etc / "config.yaml").read_text() == PREVIOUS
+
+
+class Tty:
+    """`appliance provision` on a real pseudo-terminal (its controlling terminal, as over SSH):
+    waits for each question and types the answer."""
+
+    def __init__(self, *args: str):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the appliance, on the terminal
+            os.execv(sys.executable, [sys.executable, "-m", "appliance", "provision", *args])
+        self.seen = ""
+        self.pos = 0  # where the next expect() starts looking
+        self.exited = False
+
+    def _read(self, timeout_s: float) -> bool:
+        ready, _, _ = select.select([self.fd], [], [], timeout_s)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.fd, 4096)
+        except OSError:  # EIO: the child closed the terminal (it exited)
+            return False
+        self.seen += data.decode(errors="replace")
+        return bool(data)
+
+    def expect(self, text: str, timeout_s: float = 120) -> None:
+        """Wait for `text` after what the last expect() matched (one read may bring several lines)."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.seen[self.pos:]:
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s:\n{self.seen[-2000:]!r}"
+            assert self._read(0.2), f"the program ended before {text!r}:\n{self.seen[-2000:]!r}"
+        self.pos += self.seen[self.pos:].index(text) + len(text)
+
+    def answer(self, question: str, reply: str) -> None:
+        self.expect(question)
+        os.write(self.fd, reply.encode() + b"\n")
+
+    def wait(self, timeout_s: float = 120) -> int:
+        deadline = time.monotonic() + timeout_s
+        while self._read(0.2) and time.monotonic() < deadline:
+            pass
+        _, status = os.waitpid(self.pid, 0)
+        self.exited = True
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)
+
+    def kill(self) -> None:
+        if not self.exited:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+            os.close(self.fd)
+
+
+def test_interactive_in_a_real_terminal(mqtt_broker, etc, tmp_path):
+    data = tmp_path / "data"
+    t = Tty("--config", str(etc / "config.yaml"), "--data-dir", str(data), "--no-start", "--no-selftest",
+            "--timeout", "10")
+    try:
+        t.answer("Device id", "gate-7")
+        t.answer("Camera name [cam1]: ", "demo")
+        t.answer("demo: source", "asset:vtest.avi")
+        t.expect(f"768x576, snapshot saved to {data / 'provision/demo.jpg'}: look at it")
+        t.answer("Camera 2 name (empty when done): ", "")
+        t.answer("Detector: auto", "")
+        t.answer("Send events to an MQTT broker? (y/N): ", "y")
+        t.answer("Broker host: ", "127.0.0.1")
+        t.answer("TLS (the broker's CA certificate file)? (Y/n): ", "n")
+        t.answer("Broker port [1883]: ", str(mqtt_broker.port))
+        t.answer("User name (empty: none): ", "")
+        t.answer("Set the dashboard password? (Y/n): ", "y")
+        t.answer("Dashboard password (at least 8 characters): ", "installer-pw-1")  # getpass: /dev/tty, no echo
+        t.answer("Again: ", "installer-pw-1")
+        t.answer("Power policy: monitor, fixed, thermal or schedule [monitor]: ", "fixed")
+        t.answer("Power mode to hold", "")
+        t.expect("provision: done")
+        status = t.wait()
+    finally:
+        t.kill()
+    assert status == 0, t.seen[-3000:]
+    assert "installer-pw-1" not in t.seen  # typed, never shown
+    assert f"ok    broker: 127.0.0.1:{mqtt_broker.port} (no TLS, no user): connected, round trip" in t.seen
+    cfg = config_mod.load(etc / "config.yaml")
+    assert (cfg.device.id, [c.source for c in cfg.cameras]) == ("gate-7", ["asset:vtest.avi"])
+    assert cfg.uplink.enabled and cfg.uplink.port == mqtt_broker.port and cfg.power.policy == "fixed"
+    assert check_password_hash(config_mod.secret_value(cfg.web.password_hash), "installer-pw-1")
+    assert (etc / "config.yaml.bak").read_text() == PREVIOUS
+    assert cv2.imread(str(data / "provision/demo.jpg")).shape[:2] == (576, 768)

@@ -1,6 +1,7 @@
 """The self-test's uplink check against a real mosquitto: the round trip on the device's own
 topic, and each way a connection fails (nothing listening, an unknown CA, an expired
-broker certificate, a plain port asked for TLS, a wrong password), with its hint."""
+broker certificate, an expired client certificate, a plain port asked for TLS, a wrong
+password), with its hint."""
 from __future__ import annotations
 
 import datetime as dt
@@ -146,6 +147,23 @@ def test_expired_broker_certificate(tmp_path):
     assert c.status == "fail"
     assert "TLS: the broker's certificate has expired" in c.value, c.value
     assert "new certificate" in c.hint and "clock" in c.hint
+
+
+def test_expired_client_certificate_is_named_before_the_broker_hangs_up(tmp_path):
+    from tests.integration.test_provision import _expired_client_cert
+
+    tls = make_tls(tmp_path / "tls")
+    crt, key = _expired_client_cert(tls, tmp_path / "old")
+    broker = Mosquitto(tmp_path / "broker", tls=tls, require_certificate=True).start()
+    try:
+        c = _check(_cfg(broker.port, Tls(tls.ca, tls.cert, tls.key, crt, key)))
+        good = _check(_cfg(broker.port, tls))  # the same broker takes a valid client certificate
+    finally:
+        broker.close()
+    assert c.status == "fail"
+    assert f"(TLS, no user): {crt}: the certificate expired on " in c.value, c.value
+    assert "new certificate from the fleet CA" in c.hint and "generate_key" in c.hint
+    assert good.status == "pass", good.value
 
 
 def test_disabled_uplink_passes_without_a_connection():

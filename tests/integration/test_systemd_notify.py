@@ -162,6 +162,38 @@ def test_watchdog_pings_stop_while_the_detector_hangs(data_dir):
     assert not runner.is_alive()
 
 
+BROKEN_CAPTURE = """
+import sys
+from appliance.capture import supervisor
+
+def broken(self, stop):
+    raise RuntimeError("a bug in the capture loop")
+
+supervisor.CameraSupervisor.run = broken
+from appliance.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_live_camera_whose_capture_thread_fails_exits_non_zero(data_dir, tmp_path, notify_socket):
+    """The capture loop raises (a bug): the pipeline drains and `appliance run` exits 1, not 0,
+    so that Restart=on-failure starts it again instead of leaving the device idle."""
+    with socket.socket() as s:  # a port for the camera's URL (its supervisor never opens it)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"device: {{id: dev1}}\ncameras: [{{id: gate, source: 'rtsp://127.0.0.1:{port}/s'}}]\n"
+                   "web: {enabled: false}\n")
+    env = {**os.environ, "NOTIFY_SOCKET": notify_socket.env_value, "WATCHDOG_USEC": "1000000"}
+    env.pop("WATCHDOG_PID", None)
+    r = subprocess.run([sys.executable, "-c", BROKEN_CAPTURE, "run", "--config", str(cfg), "--data-dir",
+                        str(data_dir)], env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "capture-gate: stage failed" in r.stderr and "RuntimeError: a bug in the capture loop" in r.stderr
+    assert "the pipeline ended with no stop asked for (capture thread failed: capture-gate)" in r.stderr
+    notify_socket.wait_for(lambda: notify_socket.times("STOPPING=1"), 10, "STOPPING=1")
+
+
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
@@ -198,3 +230,56 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     assert r.returncode != 0 or "WatchDogSec" in r.stderr, r.stderr
     r = _verify(_units_with_existing_binaries(tmp_path / "value", lambda t: t.replace("Type=notify", "Type=notfy")))
     assert r.returncode != 0 or "notfy" in r.stderr, r.stderr
+
+
+def _directives(unit: Path) -> dict[str, list[str]]:
+    """"Section.Key" -> every value it is given (a key may repeat)."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for line in unit.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
+    return out
+
+
+def test_the_appliance_unit_is_a_watched_unprivileged_sandboxed_service():
+    d = _directives(REPO / "systemd/appliance.service")
+    one = {k: v[-1] for k, v in d.items()}
+    assert one["Service.Type"] == "notify" and int(one["Service.WatchdogSec"]) > 0
+    assert one["Service.Restart"] == "on-failure"
+    assert int(one["Unit.StartLimitBurst"]) > 0 and int(one["Unit.StartLimitIntervalSec"]) > 0
+    assert one["Service.User"] == "appliance" and one["Service.Group"] == "appliance"
+    assert one["Service.StateDirectory"] == "appliance" and one["Service.ConfigurationDirectory"] == "appliance"
+    assert set(one["Service.SupplementaryGroups"].split()) == {"video", "render", "i2c"}
+    assert (one["Service.ProtectSystem"], one["Service.ProtectHome"], one["Service.PrivateTmp"],
+            one["Service.NoNewPrivileges"]) == ("strict", "yes", "yes", "yes")
+    assert one["Service.CapabilityBoundingSet"] == "" and one["Service.AmbientCapabilities"] == ""
+    assert "/opt/appliance/venv/bin/appliance run --config /etc/appliance/config.yaml" in one["Service.ExecStart"]
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_the_appliance_units_sandbox_rates_ok_in_systemd_analyze_security(tmp_path):
+    """systemd's own rating of the sandbox (0 is locked down, 10 is none): "OK" is up to 3.9
+    (--threshold is ten times that). Dropping the hardening makes it fail, so the check bites."""
+    def security(unit_dir: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=yes", "--threshold=39", "--no-pager",
+                               str(unit_dir / "appliance.service")], capture_output=True, text=True, timeout=120)
+
+    r = security(_units_with_existing_binaries(tmp_path / "ok"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "Overall exposure level for appliance.service: 3." in r.stdout and " OK" in r.stdout.splitlines()[-1]
+    loose = ("ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n", "PrivateTmp=yes")
+
+    def unharden(text: str) -> str:
+        for line in loose:
+            text = text.replace(line, "#" + line)
+        return text
+
+    r = security(_units_with_existing_binaries(tmp_path / "loose", unharden))
+    assert r.returncode != 0, r.stdout[-1000:]

@@ -69,3 +69,27 @@ def test_not_pem(tmp_path):
     assert p.startswith(f"{junk}: not a PEM certificate") and "mqtt.ca_file" in p
     (p,) = csr.check_tls_files(str(tmp_path / "nope.crt"), None, None, now=NOW)
     assert "cannot read: No such file or directory" in p
+
+
+def test_a_ca_bundle_is_wrong_only_when_none_of_its_certificates_is_valid(tmp_path):
+    key, _ = _key(tmp_path, "ca")
+    old = _cert(tmp_path, "old-root", key, NOW - dt.timedelta(days=900), NOW - dt.timedelta(days=1))
+    current = _cert(tmp_path, "root", key, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=900))
+    bundle = tmp_path / "bundle.crt"  # like /etc/ssl/certs/ca-certificates.crt: old roots beside current ones
+    bundle.write_bytes(old.read_bytes() + current.read_bytes())
+    assert csr.check_tls_files(str(bundle), None, None, now=NOW) == []
+    stale = tmp_path / "stale.crt"
+    stale.write_bytes(old.read_bytes() * 2)
+    (p,) = csr.check_tls_files(str(stale), None, None, now=NOW)
+    assert p.startswith(f"{stale}: the certificate expired on ") and "(and the 1 other certificates in it)" in p
+    # The system's own bundle, as docs/installer-guide.md suggests for a public broker.
+    system = Path("/etc/ssl/certs/ca-certificates.crt")
+    if system.is_file():
+        assert csr.check_tls_files(str(system), None, None) == []
+
+
+def test_problems_name_the_keys_of_where_they_come_from(tmp_path):
+    junk = tmp_path / "device.crt"
+    junk.write_text("hello\n")
+    ((what, fix),) = csr.tls_problems(None, str(junk), None, now=NOW, keys="uplink.tls.")
+    assert what.startswith(f"{junk}: not a PEM certificate") and fix.startswith("uplink.tls.cert_file must be")

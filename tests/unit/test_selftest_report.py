@@ -202,3 +202,11 @@ def test_temperatures_and_throttling(tmp_path, monkeypatch):
 def test_no_dashboard_check_when_the_appliance_is_not_running():
     c = system.check_dashboard(Config(), None, 1.0)
     assert (c.status, c.value) == ("warn", "the appliance is not running: not checked")
+
+
+def test_expected_detector_speed_by_platform_and_model():
+    assert checks.expected_ms("ssd-mobilenet-v2-coco", "raspberry-pi-5", "cpu") == 45.0
+    assert checks.expected_ms("ssd-mobilenet-v2-coco", "linux-x86_64", "edgetpu") == 15.0  # a Coral anywhere
+    assert checks.expected_ms("ssd-mobilenet-v2-coco-onnx", "jetson", "cuda") == 15.0  # TensorRT on a Jetson
+    assert checks.expected_ms("ssd-mobilenet-v2-coco-onnx", "linux-x86_64", "cpu") is None  # float: no figure
+    assert checks.expected_ms("yolov8-fall-test", "jetson", "cuda") is None  # a model with no figures

@@ -2,7 +2,9 @@
 datagram socket, and the watchdog rule on a fake pipeline with an injected clock."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -12,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance.control.systemd import Health, Notifier, socket_address, watchdog_interval_s
+from appliance.control.systemd import Health, Notifier, socket_address, unexpected_end, watchdog_interval_s
 
 
 def test_socket_address_forms():
@@ -66,6 +68,7 @@ def test_notifier_send_failure_is_not_fatal(tmp_path):
 class FakeStage:
     def __init__(self, name: str, alive: bool = True):
         self.name, self.alive, self.frames = name, alive, 0
+        self.stats = SimpleNamespace(errors=0)  # Stage._main counts a run() that raised here
 
 
 class Clock:
@@ -76,13 +79,14 @@ class Clock:
         return self.t
 
 
-def fake_pipeline(clock: Clock):
-    cap = FakeStage("capture-a")
+def fake_pipeline(clock: Clock, cameras: tuple[str, ...] = ("a",), live: tuple[str, ...] = ()):
+    caps = {cam: FakeStage(f"capture-{cam}") for cam in cameras}
     detect, track = FakeStage("detect"), FakeStage("track")
     track.heartbeat, track.depth = clock.t, 0
-    depths = {"a": 0}
-    p = SimpleNamespace(captures={"a": cap}, detect=detect, track=track, stages=[cap, detect, track],
-                        stop_event=threading.Event(), hub=SimpleNamespace(depth=lambda cam: depths[cam]))
+    depths = {cam: 0 for cam in cameras}
+    p = SimpleNamespace(captures=caps, detect=detect, track=track, stages=[*caps.values(), detect, track],
+                        stop_event=threading.Event(), hub=SimpleNamespace(depth=lambda cam: depths[cam]),
+                        live_cameras=set(live))
     return p, depths
 
 
@@ -139,6 +143,38 @@ def test_dead_stage_thread_stops_the_pings_but_draining_does_not():
     p.stop_event.clear()
     p.captures["a"].alive = False  # the input ended (a file): the pipeline is draining
     assert h.healthy()
+
+
+def test_a_failed_capture_thread_stops_the_pings_though_another_camera_flows():
+    clock = Clock()
+    p, _ = fake_pipeline(clock, cameras=("a", "b"))
+    h = Health(p, window_s=10.0, clock=clock)
+    p.captures["b"].alive = False  # a file that ended: fine while "a" goes on
+    clock.t += 1
+    p.captures["a"].frames += 10
+    p.track.heartbeat = clock.t
+    assert h.healthy()
+    p.captures["b"].stats.errors = 1  # ... but a capture loop that raised is a dead thread
+    assert not h.healthy() and h.reason == "capture thread failed: capture-b"
+    p.captures["a"].alive = False  # every capture ended, one of them failed: not a drain either
+    assert not h.healthy()
+    p.stop_event.set()
+    assert h.healthy()
+
+
+def test_an_end_by_itself_with_a_live_camera_is_unexpected():
+    clock = Clock()
+    p, _ = fake_pipeline(clock, cameras=("file", "gate"), live=("gate",))
+    assert unexpected_end(p) is None  # still running
+    p.captures["file"].alive = False
+    assert unexpected_end(p) is None  # a file ends by itself
+    p.captures["gate"].alive = False
+    assert unexpected_end(p) == "live camera capture ended by itself: gate"
+    assert unexpected_end(p, max_frames=100) is None  # --max-frames ends live cameras on purpose
+    p.captures["file"].stats.errors = 1
+    assert unexpected_end(p, max_frames=100) == "capture thread failed: capture-file"
+    p.stop_event.set()  # a signal: whatever ended, it was asked to
+    assert unexpected_end(p) is None
 
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
@@ -227,3 +263,39 @@ def test_power_wrappers_refuse_the_rest(tmp_path, script, args):
     env, log_file = _fake_bin(tmp_path)
     r = subprocess.run([str(SYSTEMD_DIR / script), *args], capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 2 and not log_file.exists()
+
+
+POLKIT_HARNESS = """
+const rules = [];
+const polkit = {Result: {YES: "yes", NO: "no"}, addRule: (f) => rules.push(f)};
+eval(require("fs").readFileSync(process.argv[2], "utf8"));
+const out = JSON.parse(process.argv[3]).map(([user, verb, unit, id]) => {
+    const action = {id: id || "org.freedesktop.systemd1.manage-units",
+                    lookup: (k) => ({verb: verb, unit: unit})[k]};
+    return rules.map((r) => r(action, {user: user})).find((v) => v !== undefined) || null;
+});
+console.log(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (it runs the polkit rule's JavaScript)")
+def test_polkit_rule_lets_the_appliance_start_only_the_power_helper_units(tmp_path):
+    """The rule file itself, run by node the way polkitd calls it (addRule, action.lookup,
+    subject.user): yes for user appliance starting appliance-power@*.service, no opinion
+    (left to polkit's defaults: no) for anything else."""
+    harness = tmp_path / "harness.js"
+    harness.write_text(POLKIT_HARNESS)
+    cases = [
+        ["appliance", "start", "appliance-power@nvpmodel-0.service"],
+        ["appliance", "start", "appliance-power@clocks-lock.service"],
+        ["appliance", "stop", "appliance-power@nvpmodel-0.service"],
+        ["appliance", "start", "appliance.service"],
+        ["appliance", "start", "sshd.service"],
+        ["appliance", "start", "appliance-power@x;y.service"],
+        ["pi", "start", "appliance-power@nvpmodel-0.service"],
+        ["appliance", "start", "appliance-power@nvpmodel-0.service", "org.freedesktop.login1.reboot"],
+    ]
+    r = subprocess.run(["node", str(harness), str(SYSTEMD_DIR / "polkit-appliance-power.rules"), json.dumps(cases)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == ["yes", "yes", None, None, None, None, None, None]
