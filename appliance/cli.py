@@ -217,7 +217,8 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    status, age = paths.read_status(paths.data_dir(args.data_dir))
+    _, data, _ = paths.device_defaults("", args.data_dir)
+    status, age = paths.read_status(paths.data_dir(data))
     if args.json:
         print(json.dumps({**status, "age_s": round(age, 1)}))
         return 0
@@ -240,12 +241,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_selftest(args: argparse.Namespace) -> int:
     from appliance.selftest import run_selftest
 
+    config_path, data, on_device = paths.device_defaults(args.config, args.data_dir)
+    if on_device:
+        log.info("testing this device's setup: %s, data in %s", config_path, paths.data_dir(data))
     try:
-        cfg = config_mod.load(args.config, paths.assets_dir())
+        cfg = config_mod.load(config_path, paths.assets_dir())
     except ApplianceError:
         cfg = None  # the config check reports why; the device's checks still run
     only = {name.strip() for name in args.only.split(",") if name.strip()} if args.only else None
-    report = run_selftest(cfg, paths.data_dir(args.data_dir), config_path=Path(args.config) if args.config else None,
+    report = run_selftest(cfg, paths.data_dir(data), config_path=Path(config_path) if config_path else None,
                           timeout_s=args.timeout, only=only)
     print(report.to_json(indent=1) if args.json else report.summary())
     return 0 if report.ok else 1
@@ -336,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stt = sub.add_parser("selftest", parents=[common], help="the installer's check: cameras, model, storage, "
                          "broker, clock, heat, dashboard; exit status 0 only when nothing failed")
-    stt.add_argument("--config", help="YAML config to test (default: the built-in demo; on a device "
-                                      "/etc/appliance/config.yaml)")
+    stt.add_argument("--config", help="YAML config to test (default: /etc/appliance/config.yaml where it "
+                                      "exists, with data in /var/lib/appliance; else the built-in demo)")
     stt.add_argument("--json", action="store_true", help="print the report as JSON")
     stt.add_argument("--timeout", type=float, default=10.0, metavar="S",
                      help="seconds each camera and the broker get to answer (default: %(default)s)")

@@ -1,7 +1,9 @@
 """Where the appliance keeps its files.
 
 The data directory holds the SQLite database, status.json and the lock. It comes from
---data-dir, else $APPLIANCE_DATA_DIR, else ./data.
+--data-dir, else $APPLIANCE_DATA_DIR, else ./data. On an installed device
+(provisioning/install), the commands an installer runs by hand (`selftest`, `status`)
+default to the service's config and data directory instead (`device_defaults`).
 
 The asset cache (fetched weights and media, `appliance fetch`) does not depend on the
 data directory: every data directory (a device's, a test's, a benchmark's temporary one)
@@ -24,12 +26,27 @@ from appliance.errors import ApplianceError
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 # Model manifests ship in the source tree beside the package (models/<name>/model.yaml).
 MODELS_DIR = PACKAGE_PARENT / "models"
+# Where provisioning/install and appliance.service keep a device's config and data.
+DEVICE_CONFIG = Path("/etc/appliance/config.yaml")
+DEVICE_DATA_DIR = Path("/var/lib/appliance")
 # The asset cache of an installed (non-checkout) appliance.
-DEVICE_ASSETS_DIR = Path("/var/lib/appliance/assets")
+DEVICE_ASSETS_DIR = DEVICE_DATA_DIR / "assets"
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("APPLIANCE_DATA_DIR") or "data").resolve()
+
+
+def device_defaults(config: str | None, data: str | None) -> tuple[str | None, str | None, bool]:
+    """(config, data dir, applied) for a command an installer runs on a device by hand:
+    where DEVICE_CONFIG exists, no --config means that file, and no --data-dir (nor
+    $APPLIANCE_DATA_DIR) means the service's data directory, so that a bare `appliance
+    selftest` checks what the service runs, not the built-in demo. Elsewhere they stay."""
+    if not DEVICE_CONFIG.exists():
+        return config, data, False
+    data_given = bool(data or os.environ.get("APPLIANCE_DATA_DIR"))
+    applied = config is None or not data_given
+    return (config or str(DEVICE_CONFIG), data if data_given else str(DEVICE_DATA_DIR), applied)
 
 
 def checkout_dir() -> Path | None:

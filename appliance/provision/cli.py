@@ -9,8 +9,8 @@ from pathlib import Path
 from appliance import paths
 from appliance.errors import ApplianceError
 
-DEFAULT_CONFIG = "/etc/appliance/config.yaml"
-DEFAULT_DATA_DIR = "/var/lib/appliance"
+DEFAULT_CONFIG = str(paths.DEVICE_CONFIG)
+DEFAULT_DATA_DIR = str(paths.DEVICE_DATA_DIR)
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:

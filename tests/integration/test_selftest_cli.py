@@ -114,6 +114,34 @@ def test_safe_mode_fails_the_selftest(data_dir, tmp_path):
     assert r.stdout.splitlines()[1] == "✗ mode  SAFE MODE: /x.yaml: device.id: required key is missing"
 
 
+def test_on_a_device_a_bare_selftest_checks_the_installed_config(tmp_path, monkeypatch, capsys):
+    """Where provisioning/install put /etc/appliance/config.yaml, `appliance selftest` with
+    no --config checks that config, with the service's data directory, not the built-in
+    demo in ./data; given flags win. (The device paths point into tmp_path here.)"""
+    from appliance.cli import main
+
+    etc, var = tmp_path / "etc" / "config.yaml", tmp_path / "var"
+    monkeypatch.setattr(paths, "DEVICE_CONFIG", etc)
+    monkeypatch.setattr(paths, "DEVICE_DATA_DIR", var)
+    monkeypatch.delenv("APPLIANCE_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    main(["selftest", "--only", "config,data_dir"])  # no installed config: the demo, in ./data
+    assert json.loads((tmp_path / "data" / "selftest.json").read_text())["checks"][0]["status"] == "warn"
+    assert not var.exists()
+
+    etc.parent.mkdir()
+    etc.write_text("device: {id: roof-7}\ncameras: [{id: gate, source: 'rtsp://10.0.0.9/s'}]\n")
+    capsys.readouterr()
+    assert main(["selftest", "--only", "config,data_dir", "--json"]) == 0
+    report = json.loads((var / "selftest.json").read_text())
+    assert (report["device"], report["config"]) == ("roof-7", str(etc))
+    assert json.loads(capsys.readouterr().out)["checks"][1]["detail"]["path"] == str(var)
+
+    other = tmp_path / "other"
+    assert main(["selftest", "--only", "config,data_dir", "--data-dir", str(other)]) == 0
+    assert json.loads((other / "selftest.json").read_text())["device"] == "roof-7"
+
+
 def test_unknown_check_name_is_a_one_line_error(data_dir):
     r = selftest("--only", "camera,frobnicate", data_dir=data_dir)
     assert r.returncode == 1 and "Traceback" not in r.stderr
