@@ -19,7 +19,7 @@ from appliance import __version__, paths, safemode
 from appliance import config as config_mod
 from appliance import log as log_setup
 from appliance.argtypes import port, positive_int
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, DataDirBusy
 from appliance.times import parse_time
 
 log = logging.getLogger("appliance")
@@ -52,7 +52,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    pipeline = Pipeline(cfg, data, fast=args.fast, max_frames=args.max_frames, stop_event=stop)
+    try:
+        pipeline = Pipeline(cfg, data, fast=args.fast, max_frames=args.max_frames, stop_event=stop)
+    except DataDirBusy:
+        raise
+    except ApplianceError as e:  # valid, yet it cannot run (a damaged model file, an unreadable database)
+        if not safemode.wanted(args.safe_mode, os.environ):
+            raise
+        return safemode.run(args.config, data, str(e).splitlines(), reason=safemode.START_FAILED,
+                            web_port=args.web_port)
     safemode.remember_good(args.config, data)  # the data dir is ours now (the pipeline holds its lock)
     safemode.leave(data)
     # Services beside the pipeline (uplink, web) are appended to pipeline.services here.

@@ -1,4 +1,4 @@
-"""The one exception type for bad input that the CLI turns into a one-line message."""
+"""The exceptions for bad input that the CLI turns into a one-line message."""
 
 
 class ApplianceError(Exception):
@@ -6,3 +6,8 @@ class ApplianceError(Exception):
 
     The CLI prints it on one line and exits non-zero, without a traceback.
     """
+
+
+class DataDirBusy(ApplianceError):
+    """Another appliance holds the data directory (paths.lock_data_dir): not this config's
+    fault, so no safe mode either."""

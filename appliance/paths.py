@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, DataDirBusy
 
 # The directory above the package: a source checkout when it holds pyproject.toml and models/.
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def lock_data_dir(data: Path) -> IO[str]:
         f.seek(0)
         holder = f.read().strip() or "unknown"
         f.close()
-        raise ApplianceError(
+        raise DataDirBusy(
             f"data directory {data} is in use by another appliance (pid {holder}); "
             "stop it or use another --data-dir") from None
     f.seek(0)

@@ -1,4 +1,6 @@
-"""Safe mode: what `appliance run` does when its config fails validation at boot.
+"""Safe mode: what `appliance run` does when its config fails validation at boot, or
+validates but the appliance cannot start with it (a damaged model file, a database it
+cannot open: `START_FAILED`).
 
 Exiting non-zero would make systemd restart it into the same error until the start limit
 gives up, and leave a device on a roof unreachable. Instead it starts without cameras,
@@ -8,8 +10,8 @@ installer edit, validate and save the config, then restart (web/safemode.py).
 - `<data dir>/last-good-config.yaml`: a copy of the last config that validated at start
   (written by every normal start, mode 0600: it holds the password hash). Safe mode takes
   the dashboard's address, port and password hash from it.
-- `<data dir>/safe-mode.json`: `{"since": unix time, "errors": [...], "config": path}`,
-  present while the appliance is in safe mode (`appliance selftest` reports it as a
+- `<data dir>/safe-mode.json`: `{"since": unix time, "errors": [...], "config": path,
+  "reason": why}`, present while the appliance is in safe mode (`appliance selftest` reports it as a
   failure); a normal start removes it.
 
 The dashboard's address and login in safe mode come from, in order: the last good config;
@@ -44,6 +46,9 @@ SAFE_MODE_FILE = "safe-mode.json"
 LAST_GOOD_FILE = "last-good-config.yaml"
 EXIT_RESTART = 75  # EX_TEMPFAIL: "try again"; non-zero so that Restart=on-failure restarts
 FALLBACK_HOST, FALLBACK_PORT = "127.0.0.1", 8080
+# Why safe mode: the page, /healthz, the status line and the self-test say it.
+CONFIG_INVALID = "the config does not validate"
+START_FAILED = "the appliance cannot start with this config"
 
 
 def marker_path(data: Path) -> Path:
@@ -91,9 +96,10 @@ def leave(data: Path) -> None:
         log.warning("cannot remove %s: %s", marker_path(data), e.strerror or e)
 
 
-def write_marker(data: Path, errors: list[str], config_path: str | None, now: float | None = None) -> None:
+def write_marker(data: Path, errors: list[str], config_path: str | None, now: float | None = None,
+                 reason: str = CONFIG_INVALID) -> None:
     path = marker_path(data)
-    body = {"since": time.time() if now is None else now, "errors": errors, "config": config_path}
+    body = {"since": time.time() if now is None else now, "errors": errors, "config": config_path, "reason": reason}
     try:
         data.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -153,8 +159,14 @@ class SafeMode:
     data_dir: Path
     errors: list[str]
     since: float = field(default_factory=time.time)
+    reason: str = CONFIG_INVALID
     wake: threading.Event = field(default_factory=threading.Event)  # set by a signal or a restart
     restart_requested: bool = False
+
+    @property
+    def short(self) -> str:
+        """The reason in two words, for the page's badge and systemd's status line."""
+        return "config invalid" if self.reason == CONFIG_INVALID else "start failed"
 
     def request_restart(self) -> None:
         self.restart_requested = True
@@ -162,11 +174,11 @@ class SafeMode:
 
     def status(self) -> dict[str, Any]:
         return {"running": False, "safe_mode": True, "since": self.since, "errors": self.errors,
-                "config": self.config_path, "cameras": {}, "services": {}}
+                "reason": self.reason, "config": self.config_path, "cameras": {}, "services": {}}
 
 
-def run(config_path: str | None, data: Path, errors: list[str], *, web_port: int | None = None,
-        env: Mapping[str, str] | None = None, install_signals: bool = True,
+def run(config_path: str | None, data: Path, errors: list[str], *, reason: str = CONFIG_INVALID,
+        web_port: int | None = None, env: Mapping[str, str] | None = None, install_signals: bool = True,
         stop: threading.Event | None = None, on_started: Callable[[Any], None] | None = None) -> int:
     """Serve the safe-mode dashboard until SIGTERM/SIGINT (0) or a restart request (EXIT_RESTART)."""
     from appliance.config import Config, WebConfig
@@ -177,10 +189,10 @@ def run(config_path: str | None, data: Path, errors: list[str], *, web_port: int
     env = os.environ if env is None else env
     for line in errors:
         log.error("config: %s", line)
-    log.error("safe mode: the config does not validate; no cameras, no uplink; fix it on the dashboard "
-              "(or in the file) and restart")
-    state = SafeMode(config_path, data, errors, wake=stop or threading.Event())
-    write_marker(data, errors, config_path, state.since)
+    log.error("safe mode: %s; no cameras, no uplink; fix it on the dashboard (or in the file) and restart",
+              reason)
+    state = SafeMode(config_path, data, errors, reason=reason, wake=stop or threading.Event())
+    write_marker(data, errors, config_path, state.since, reason)
     access = web_access(config_path, data)
 
     if install_signals:
@@ -202,7 +214,7 @@ def run(config_path: str | None, data: Path, errors: list[str], *, web_port: int
         on_started(service)
 
     notifier = Notifier(env)
-    status_line = f"STATUS=safe mode: config invalid ({len(errors)} error{'s' if len(errors) != 1 else ''})" + \
+    status_line = f"STATUS=safe mode: {state.short} ({len(errors)} error{'s' if len(errors) != 1 else ''})" + \
         (f", dashboard {service.url}safe-mode" if service.url else "")
     notifier.notify("READY=1", status_line)
     ping_s = notifier.watchdog_s / 2 if notifier.watchdog_s else None

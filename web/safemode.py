@@ -133,14 +133,15 @@ def restart():
 @bp.get("/api/safe-mode")
 def api():
     state = _state()
-    return jsonify(safe_mode=True, since=state.since, errors=state.errors, config=state.config_path)
+    return jsonify(safe_mode=True, since=state.since, reason=state.reason, errors=state.errors,
+                   config=state.config_path)
 
 
 def _redirect_to_safe_mode():
     if request.endpoint in _ALLOWED or (request.endpoint or "").startswith("safemode."):
         return None
     if request.path.startswith("/api/"):
-        return jsonify(error="safe mode: the config does not validate; see /api/safe-mode"), 503
+        return jsonify(error=f"safe mode: {_state().reason}; see /api/safe-mode"), 503
     return redirect(url_for("safemode.page"))
 
 
@@ -154,6 +155,6 @@ def install(app: Flask, state: SafeMode, *, assets_dir: Path, source: str = "") 
     app.register_blueprint(bp)
 
     def healthz():
-        return jsonify(status="unhealthy", reason="safe mode: the config does not validate"), 503
+        return jsonify(status="unhealthy", reason=f"safe mode: {state.reason}"), 503
 
     app.view_functions["healthz"] = healthz

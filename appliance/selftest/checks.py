@@ -73,22 +73,25 @@ class Context:
 
 
 def check_mode(data_dir: Path) -> Check:
-    """Safe mode (the config failed validation at boot) is a failure: no camera runs."""
+    """Safe mode (the config failed validation at boot, or the start failed) is a failure:
+    no camera runs."""
     marker = data_dir / SAFE_MODE_FILE
     if not marker.exists():
         return passed("mode", "normal")
     try:
         info = json.loads(marker.read_text())
         errors = [str(e) for e in info.get("errors", [])] if isinstance(info, dict) else []
-        config, since = (info.get("config"), info.get("since")) if isinstance(info, dict) else (None, None)
+        config, since, reason = ((info.get("config"), info.get("since"), info.get("reason"))
+                                 if isinstance(info, dict) else (None, None, None))
     except (OSError, ValueError) as e:
-        errors, config, since = [f"{marker}: unreadable: {e}"], None, None
+        errors, config, since, reason = [f"{marker}: unreadable: {e}"], None, None, None
     first = errors[0] if errors else "the config failed validation at boot"
     return failed(
         "mode", f"SAFE MODE: {first}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-        f"the appliance started in safe mode (no cameras, no uplink) because {config or 'its config'} is "
-        "invalid: fix it on the dashboard's config page (or edit the file and check it with 'appliance "
-        "config check'), then restart the appliance", errors=errors, config=config, since=since)
+        f"the appliance started in safe mode (no cameras, no uplink) because "
+        f"{reason or 'the config does not validate'} ({config or 'its config'}): fix it (or what the error "
+        "names) on the dashboard's config page, or edit the file and check it with 'appliance config "
+        "check', then restart the appliance", errors=errors, config=config, since=since, reason=reason)
 
 
 def check_config(config_path: Path | None, assets_dir: Path) -> tuple[Check, Config | None]:

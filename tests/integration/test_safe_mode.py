@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from appliance import safemode
 from appliance.safemode import EXIT_RESTART
+from appliance.selftest import checks
 from tests.integration.test_systemd_notify import NotifySocket
 from tests.mqtt_broker import free_port
 from web.auth import hash_password
@@ -208,3 +210,66 @@ def test_in_a_terminal_a_bad_config_still_exits_with_the_errors(data_dir, tmp_pa
     assert r.stderr.strip().splitlines()[-1] == \
         f"appliance: error: {cfg}: detect.threshold: must be between 0.0 and 1.0, got 7"
     assert not (data_dir / "safe-mode.json").exists()
+
+
+def test_a_valid_config_that_cannot_start_comes_up_in_safe_mode(data_dir, tmp_path, assets_dir):
+    """The config validates, but its model file is damaged (truncated on the way to the
+    device): under systemd that would be a restart loop. Safe mode instead, saying why,
+    behind the last good login; the installer points the config back at a good model, and
+    the next start is normal."""
+    cfg = tmp_path / "config.yaml"
+    good = _good_config(cfg)
+    first = _run(cfg, data_dir, "--fast", "--max-frames", "3", log=tmp_path / "first.log")
+    assert first.wait(120) == 0, (tmp_path / "first.log").read_text()[-3000:]
+
+    real = assets_dir / "mobilenet_ssd_v2_coco_quant_postprocess.tflite"
+    bad = tmp_path / "model" / "damaged.tflite"
+    bad.parent.mkdir()
+    bad.write_bytes(real.read_bytes()[: real.stat().st_size // 3])
+    manifest = yaml.safe_load((Path(__file__).parents[2] / "models/ssd-mobilenet-v2/model.yaml").read_text())
+    manifest.update(file=str(bad), labels=str(assets_dir / "coco_labels.txt"))
+    manifest.pop("edgetpu_file")
+    (bad.parent / "model.yaml").write_text(yaml.safe_dump(manifest))
+    broken = good + f"detect:\n  model: {bad.parent / 'model.yaml'}\n"
+    cfg.write_text(broken)
+    check = subprocess.run([sys.executable, "-m", "appliance", "config", "check", str(cfg)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr  # valid: the damage shows only at load
+
+    port = free_port()
+    log = tmp_path / "safe.log"
+    proc = _run(cfg, data_dir, "--safe-mode", "on", "--web-port", str(port), log=log)
+    try:
+        _wait_http(port, proc, log)
+        marker = json.loads((data_dir / "safe-mode.json").read_text())
+        assert marker["reason"] == "the appliance cannot start with this config"
+        assert len(marker["errors"]) == 1 and f"{bad}: not a loadable TFLite model" in marker["errors"][0]
+        b = Browser(port)
+        status, _, body = b.request("/healthz")
+        assert status == 503 and json.loads(body)["reason"] == "safe mode: the appliance cannot start with this config"
+        assert b.login(PASSWORD) == 302
+        status, _, body = b.request("/safe-mode")
+        page = html.unescape(body)
+        assert status == 200 and "start failed" in page and "because the appliance cannot start" in page
+        assert f"{bad}: not a loadable TFLite model" in page
+        token = b.csrf("/safe-mode")
+        status, _, body = b.request("/safe-mode", {"csrf_token": token, "action": "save", "config": good})
+        assert status == 200 and "Saved" in body, body
+        assert b.request("/safe-mode/restart", {"csrf_token": token})[0] == 202
+        assert proc.wait(30) == EXIT_RESTART, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text()
+    again = _run(cfg, data_dir, "--fast", "--max-frames", "3", log=tmp_path / "again.log")
+    assert again.wait(120) == 0, (tmp_path / "again.log").read_text()[-3000:]
+    assert not (data_dir / "safe-mode.json").exists() and checks.check_mode(data_dir).status == "pass"
+
+
+def test_safe_mode_after_a_failed_start_is_reported_by_the_selftest(tmp_path):
+    safemode.write_marker(tmp_path, ["/m/model.yaml: damaged.tflite: not a loadable TFLite model"], "/c.yaml",
+                          reason=safemode.START_FAILED)
+    c = checks.check_mode(tmp_path)
+    assert c.status == "fail" and c.value == "SAFE MODE: /m/model.yaml: damaged.tflite: not a loadable TFLite model"
+    assert "because the appliance cannot start with this config (/c.yaml)" in c.hint

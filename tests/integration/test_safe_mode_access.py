@@ -49,7 +49,7 @@ def test_access_from_last_good_then_the_broken_files_web_then_local_only(tmp_pat
 def test_marker_written_read_and_removed(tmp_path):
     safemode.write_marker(tmp_path, ["c.yaml: x: unknown key"], "c.yaml", now=1000.0)
     assert safemode.read_marker(tmp_path) == {"since": 1000.0, "errors": ["c.yaml: x: unknown key"],
-                                              "config": "c.yaml"}
+                                              "config": "c.yaml", "reason": "the config does not validate"}
     safemode.leave(tmp_path)
     assert safemode.read_marker(tmp_path) is None
 
