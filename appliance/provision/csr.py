@@ -125,9 +125,3 @@ def tls_problems(ca_file: str | None, cert_file: str | None, key_file: str | Non
             problems.append((str(e), f"{keys}cert_file must be this device's certificate and {keys}key_file its "
                                      "unencrypted private key, both PEM"))
     return problems
-
-
-def check_tls_files(ca_file: str | None, cert_file: str | None, key_file: str | None,
-                    now: dt.datetime | None = None) -> list[str]:
-    """Problems with the files, each with what to do; [] when they look right."""
-    return [f"{what}: {fix}" for what, fix in tls_problems(ca_file, cert_file, key_file, now)]

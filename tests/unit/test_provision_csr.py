@@ -14,6 +14,11 @@ from appliance.provision import csr
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
 
 
+def check_tls_files(*args, **kwargs) -> list[str]:
+    """csr.tls_problems as the installer reads them: "what: fix"."""
+    return [f"{what}: {fix}" for what, fix in csr.tls_problems(*args, **kwargs)]
+
+
 def _cert(folder: Path, name: str, key, start: dt.datetime, end: dt.datetime) -> Path:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
@@ -45,29 +50,29 @@ def test_key_and_csr(tmp_path):
 def test_good_files_pass(tmp_path):
     key, key_file = _key(tmp_path, "dev")
     cert = _cert(tmp_path, "dev", key, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=1))
-    assert csr.check_tls_files(str(cert), str(cert), str(key_file), now=NOW) == []
+    assert check_tls_files(str(cert), str(cert), str(key_file), now=NOW) == []
 
 
 def test_expired_not_yet_valid_and_mismatched(tmp_path):
     key, key_file = _key(tmp_path, "dev")
     old = _cert(tmp_path, "old", key, NOW - dt.timedelta(days=30), NOW - dt.timedelta(days=1))
-    (p,) = csr.check_tls_files(None, str(old), str(key_file), now=NOW)
+    (p,) = check_tls_files(None, str(old), str(key_file), now=NOW)
     assert p.startswith(f"{old}: the certificate expired on 2026-05-31 ") and "fleet CA" in p
     future = _cert(tmp_path, "future", key, NOW + dt.timedelta(days=1), NOW + dt.timedelta(days=9))
-    (p,) = csr.check_tls_files(str(future), None, None, now=NOW)
+    (p,) = check_tls_files(str(future), None, None, now=NOW)
     assert "valid only from 2026-06-02" in p and "clock" in p
     _, other_key = _key(tmp_path, "other")
     good = _cert(tmp_path, "good", key, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=1))
-    (p,) = csr.check_tls_files(None, str(good), str(other_key), now=NOW)
+    (p,) = check_tls_files(None, str(good), str(other_key), now=NOW)
     assert p.startswith(f"{good} was not issued for the key {other_key}")
 
 
 def test_not_pem(tmp_path):
     junk = tmp_path / "ca.crt"
     junk.write_text("hello\n")
-    (p,) = csr.check_tls_files(str(junk), None, None, now=NOW)
+    (p,) = check_tls_files(str(junk), None, None, now=NOW)
     assert p.startswith(f"{junk}: not a PEM certificate") and "mqtt.ca_file" in p
-    (p,) = csr.check_tls_files(str(tmp_path / "nope.crt"), None, None, now=NOW)
+    (p,) = check_tls_files(str(tmp_path / "nope.crt"), None, None, now=NOW)
     assert "cannot read: No such file or directory" in p
 
 
@@ -77,15 +82,15 @@ def test_a_ca_bundle_is_wrong_only_when_none_of_its_certificates_is_valid(tmp_pa
     current = _cert(tmp_path, "root", key, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=900))
     bundle = tmp_path / "bundle.crt"  # like /etc/ssl/certs/ca-certificates.crt: old roots beside current ones
     bundle.write_bytes(old.read_bytes() + current.read_bytes())
-    assert csr.check_tls_files(str(bundle), None, None, now=NOW) == []
+    assert check_tls_files(str(bundle), None, None, now=NOW) == []
     stale = tmp_path / "stale.crt"
     stale.write_bytes(old.read_bytes() * 2)
-    (p,) = csr.check_tls_files(str(stale), None, None, now=NOW)
+    (p,) = check_tls_files(str(stale), None, None, now=NOW)
     assert p.startswith(f"{stale}: the certificate expired on ") and "(and the 1 other certificates in it)" in p
     # The system's own bundle, as docs/installer-guide.md suggests for a public broker.
     system = Path("/etc/ssl/certs/ca-certificates.crt")
     if system.is_file():
-        assert csr.check_tls_files(str(system), None, None) == []
+        assert check_tls_files(str(system), None, None) == []
 
 
 def test_problems_name_the_keys_of_where_they_come_from(tmp_path):
