@@ -225,7 +225,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    _, data, _ = paths.device_defaults("", args.data_dir)
+    _, data, _ = paths.device_defaults(None, args.data_dir)
     status, age = paths.read_status(paths.data_dir(data))
     if args.json:
         print(json.dumps({**status, "age_s": round(age, 1)}))
