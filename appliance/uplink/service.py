@@ -11,11 +11,8 @@ at most `max_inflight` messages unacknowledged. A connection starts every stream
 at its first unsent row, so whatever was in flight when a connection (or the process)
 died is sent again: a duplicate, never a gap or an overtaking.
 
-Snapshots (JPEG files named by `end` events, appliance/events/snapshots.py) come last:
-an `end` event's PUBACK queues its snapshot in SQLite (table snapshot_outbox), and
-snapshots are published only while no unsent event waits, only from spare bandwidth,
-at most SNAPSHOT_WINDOW unacknowledged. A file that is gone (the quota removed it) is
-skipped and counted.
+Snapshots (JPEG files named by `end` events) come last, only while no unsent event waits
+(snapshot_sender.py).
 """
 from __future__ import annotations
 
@@ -31,7 +28,7 @@ from typing import Any, Callable
 
 from appliance import __version__, metrics, paths
 from appliance.config import Config
-from appliance.events.snapshots import is_snapshot_name, snapshots_dir
+from appliance.events.snapshots import snapshots_dir
 from appliance.uplink.commands import Commands
 from appliance.uplink.counts import CountsPublisher
 from appliance.uplink.discovery import HomeAssistant
@@ -48,6 +45,7 @@ from appliance.uplink.outbox import ALERT, ROUTINE, Backlog, Outbox, snapshot_of
 from appliance.uplink.pacing import TokenBucket, backoff_delay
 from appliance.uplink.retention import Retention
 from appliance.uplink.settings import link_settings
+from appliance.uplink.snapshot_sender import SnapshotSender
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,6 @@ STREAMS = (NOTICES, ALERT, ROUTINE)
 POLL_S = 0.25  # how often to look for new rows when idle
 BACKLOG_REFRESH_S = 1.0
 OFFLINE_ACK_WAIT_S = 2.0
-SNAPSHOT_WINDOW = 2  # snapshot messages published and not yet acknowledged
 
 
 @dataclass(frozen=True)
@@ -93,16 +90,13 @@ class Uplink:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._inflight: dict[int, _InFlight] = {}
         self._cursor = dict.fromkeys(STREAMS, 0)
-        self._snapshots_dir = snapshots_dir(data_dir)
-        self._snap_inflight: dict[int, int] = {}  # mid -> the end event's seq
-        self._snap_cursor = 0
+        self.snapshots = SnapshotSender(self.outbox, snapshots_dir(data_dir), self.topics, self._bucket)
         self._control_mids: set[int] = set()
         self._next_retention = self._next_backlog = 0.0
         # What status() reports.
         self.state = "starting"
         self.last_error, self.last_error_at = "", None
         self.events_sent = self.events_dropped = self.connects = 0
-        self.snapshots_sent = self.snapshots_missing = 0
         self.backlog = Backlog(0, 0, None)
         self._logged_error, self._logged_at = "", 0.0
 
@@ -126,7 +120,7 @@ class Uplink:
                 "last_error": self.last_error or None, "last_error_at": self.last_error_at,
                 "events_sent": self.events_sent, "events_dropped": self.events_dropped,
                 "inflight": len(self._inflight), "connects": self.connects, "pid": os.getpid(),
-                "snapshots_sent": self.snapshots_sent, "snapshots_missing": self.snapshots_missing}
+                "snapshots_sent": self.snapshots.sent, "snapshots_missing": self.snapshots.missing}
 
     # -- the thread --------------------------------------------------------------------
 
@@ -194,7 +188,7 @@ class Uplink:
         link.close()
         metrics.UPLINK_CONNECTED.set(0)
         self._inflight.clear()  # their rows are still unsent in SQLite
-        self._snap_inflight.clear()
+        self.snapshots.restart()
         self.state = "disconnected"
 
     def _error(self, message: str) -> None:
@@ -209,8 +203,7 @@ class Uplink:
         self._inflight.clear()
         self._control_mids.clear()
         self._cursor = dict.fromkeys(STREAMS, 0)  # start again from what SQLite says is unsent
-        self._snap_inflight.clear()
-        self._snap_cursor = 0
+        self.snapshots.restart()
         link.subscribe(self.topics.commands)
         self._publish_control(link, self.topics.status, self._online(), retain=True)
         self.counts.reset()
@@ -239,7 +232,7 @@ class Uplink:
                 self._process_acks(link)
 
     def _drained(self) -> bool:
-        return (not self._inflight and not self._snap_inflight and not self.outbox.has_unsent()
+        return (not self._inflight and not self.snapshots.inflight and not self.outbox.has_unsent()
                 and not self.outbox.has_pending_snapshots())
 
     def _publish_control(self, link: Link, topic: str, payload: bytes, qos: int = 1,
@@ -269,7 +262,7 @@ class Uplink:
                 return wait
             batch = self._next_batch()
             if batch is None:
-                return self._fill_snapshots(link)  # no event waits: snapshots may go
+                return self.snapshots.fill(link) or POLL_S  # no event waits: snapshots may go
             stream, rows = batch
             payload = events_message(self.device, [p for _, p in rows])
             mid = link.publish(self.topics.events, payload)
@@ -281,43 +274,6 @@ class Uplink:
             self._cursor[stream] = keys[-1]
             self._bucket.spend(len(payload))
             metrics.UPLINK_SENT_BYTES.inc(len(payload))
-        return POLL_S
-
-    def _fill_snapshots(self, link: Link) -> float:
-        """Publish queued snapshots, in event order, while the snapshot window has room and
-        the bandwidth cap has the allowance to spare. A file that is gone is skipped and
-        counted (marked `missing`)."""
-        while len(self._snap_inflight) < SNAPSHOT_WINDOW:
-            pending = self.outbox.pending_snapshots(self._snap_cursor, 1)
-            if not pending:
-                break
-            seq, event_id, name = pending[0]
-            path = self._snapshots_dir / name
-            try:
-                if not is_snapshot_name(name):
-                    raise FileNotFoundError(name)
-                size = path.stat().st_size
-                wait = self._bucket.wait_full_s(size)
-                if wait > 0:
-                    return wait
-                data = path.read_bytes()
-                if not data:
-                    raise FileNotFoundError(name)  # a write a power cut cut short
-            except OSError as e:
-                self._snap_cursor = seq
-                self.outbox.snapshots_done([seq], "missing")
-                self.snapshots_missing += 1
-                metrics.UPLINK_SNAPSHOTS_MISSING.inc()
-                log.debug("uplink: snapshot of %s skipped: %s", event_id,
-                         "file gone" if isinstance(e, FileNotFoundError) else e)
-                continue
-            mid = link.publish(self.topics.snapshot_of(event_id), data)
-            if mid is None:
-                break
-            self._snap_inflight[mid] = seq
-            self._snap_cursor = seq
-            self._bucket.spend(len(data))
-            metrics.UPLINK_SENT_BYTES.inc(len(data))
         return POLL_S
 
     def _process_acks(self, link: Link) -> None:
@@ -332,7 +288,7 @@ class Uplink:
                 break
             done = self._inflight.pop(mid, None)
             if done is None:
-                seq = self._snap_inflight.pop(mid, None)
+                seq = self.snapshots.inflight.pop(mid, None)
                 if seq is not None:
                     snaps_sent.append(seq)
                 else:
@@ -350,9 +306,7 @@ class Uplink:
             self.events_sent += len(seqs)
             metrics.UPLINK_EVENTS_SENT.inc(len(seqs))
         if snaps_sent:
-            self.outbox.snapshots_done(snaps_sent, "sent")
-            self.snapshots_sent += len(snaps_sent)
-            metrics.UPLINK_SNAPSHOTS_SENT.inc(len(snaps_sent))
+            self.snapshots.acked(snaps_sent)
 
     def _process_commands(self, link: Link) -> None:
         while not link.commands.empty():
@@ -378,8 +332,7 @@ class Uplink:
         # forget them, and read every stream again from its first unsent row.
         self._inflight.clear()
         self._cursor = dict.fromkeys(STREAMS, 0)
-        self._snap_inflight.clear()
-        self._snap_cursor = 0
+        self.snapshots.restart()
         self._next_backlog = 0.0
         log.info("uplink: resync since %.3f: %d events queued again", since, n)
         return n
