@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from appliance.analytics.geometry import anchor_point
+from appliance.analytics.motion import STILL_BOXES_PER_S  # slower has no direction to be behind
 
 WINDOW_S = 2.0  # the tracker's default max_age_s: most occlusions by a passer-by are over by then
 DECIDE_S = 1.0  # a new track without a velocity this long after it appeared continues nothing
@@ -40,7 +41,6 @@ NEAR_BOXES = 0.5  # the prediction's error right away: box jitter, a step sidewa
 SPREAD_BOXES_PER_S = 0.5  # ... growing with the gap: a walker (about 0.8 heights a second) may stop
 BACK_BOXES = 0.25  # people do not reappear behind where they vanished (beyond a box's jitter)
 TURN_COS = -0.5  # nor walking back: velocities more than 120 degrees apart are two people
-STILL_BOXES_PER_S = 0.1  # slower than this has no direction to be behind (as motion.py)
 MAX_SIZE_RATIO = 1.5
 EDGE_SHARE = 0.02  # a box within this share of the frame's width (height) of a side is at the edge
 

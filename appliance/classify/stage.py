@@ -166,7 +166,8 @@ class ClassifyTracks:
         self._apply_replies(now)
         image = r.frame.image
         h, w = image.shape[:2]
-        for t in [*r.tentative, *r.tracks]:
+        matched = [*r.tentative, *r.tracks]
+        for t in matched:
             v = self._tracks.get(t.id)
             if v is None:
                 label = self._label(t)
@@ -184,7 +185,7 @@ class ClassifyTracks:
                     v.last_request = r.frame.seq
                     v.requests += 1
         # A tentative track not matched this frame is gone: the tracker drops it unreported.
-        live = {t.id for t in [*r.tentative, *r.tracks]}
+        live = {t.id for t in matched}
         for tid in [tid for tid, v in self._tracks.items() if v.confirmed_ts is None and tid not in live]:
             del self._tracks[tid]
         for t in [*r.tracks, *r.ended]:

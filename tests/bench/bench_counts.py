@@ -142,11 +142,12 @@ def _gt(seq: str) -> np.ndarray:
 def on_truth(seq: str, cfg, fps: float, continue_tracks: bool = False, g: np.ndarray | None = None) -> dict:
     """counts() of the analytics processor fed the ground-truth boxes as tracks (or the
     rows `g`, MOT format: frame, id, x, y, w, h)."""
-    g = _gt(seq) if g is None else g
+    truth = _gt(seq)
+    g = truth if g is None else g
     proc = CameraAnalytics("bench", "mot", LABELS, cfg.cameras[0], continue_tracks=continue_tracks)
     image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (SIZE[1], SIZE[0], 3))
     last_frame = {int(tid): int(g[g[:, 1] == tid, 0].max()) for tid in np.unique(g[:, 1])}
-    frames = int(_gt(seq)[:, 0].max())
+    frames = int(truth[:, 0].max())  # the sequence's length, whatever rows `g` has
     f = None
     for n in range(1, frames + 2):
         rows = g[g[:, 0] == n]
